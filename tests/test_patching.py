@@ -1,0 +1,139 @@
+"""Patching semantics on a tiny model: full patches reproduce the source run, empty patches the
+clean run, and the fast paths (resid reuse, response-only unembedding) change no number."""
+
+import pandas as pd
+import pytest
+import torch
+
+from yapo_interp.errors import UserError
+from yapo_interp.patching import (PatchingPair, choose_layer, last_token_patch,
+                                  patch_last_token_scores, patched_final_residual,
+                                  patching_figure, response_logprobs_from_residual, score_pairs,
+                                  site_hook_name, summarise, tokenize_prompt_response)
+
+
+def logits_from(model, residual):
+    return model.unembed(model.ln_final(residual))
+
+
+@pytest.fixture(scope="module")
+def two_runs(model):
+    """Two prompts of the same token length (character tokenizer: same string length)."""
+    source = model.to_tokens("I am from Morocco. Breakfast?")
+    target = model.to_tokens("Wash bghiti tfter daba? Ahh..")
+    assert source.shape == target.shape
+    return source, target
+
+
+@pytest.mark.parametrize("site", ["resid_pre", "resid_post"])
+def test_patching_every_position_at_layer_0_reproduces_source_run(model, two_runs, site):
+    source, target = two_runs
+    _, cache = model.run_with_cache(source)
+    mask = torch.ones(target.shape, dtype=torch.bool)
+    patched = patched_final_residual(model, target, layer=0, site=site, patch_mask=mask,
+                                     source=cache[site_hook_name(0, site)])
+    torch.testing.assert_close(logits_from(model, patched), model(source), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("site", ["resid_pre", "resid_post", "attn_out", "mlp_out"])
+@pytest.mark.parametrize("layer", [0, 2])
+def test_patching_nothing_reproduces_clean_run(model, two_runs, site, layer):
+    source, target = two_runs
+    _, source_cache = model.run_with_cache(source)
+    _, target_cache = model.run_with_cache(target)
+    mask = torch.zeros(target.shape, dtype=torch.bool)
+    for resid_pre in (None, target_cache[f"blocks.{layer}.hook_resid_pre"]):
+        patched = patched_final_residual(model, target, layer=layer, site=site, patch_mask=mask,
+                                         source=source_cache[site_hook_name(layer, site)],
+                                         resid_pre=resid_pre)
+        torch.testing.assert_close(logits_from(model, patched), model(target), atol=1e-5, rtol=0)
+
+
+def test_patch_changes_only_the_patched_position_and_later(model, two_runs):
+    source, target = two_runs
+    _, cache = model.run_with_cache(source)
+    position = 10
+    mask, values = last_token_patch(1, target.shape[1], torch.tensor([position]),
+                                    cache["blocks.1.hook_resid_post"][:, position])
+    patched = logits_from(model, patched_final_residual(
+        model, target, layer=1, site="resid_post", patch_mask=mask, source=values))
+    clean = model(target)
+    torch.testing.assert_close(patched[:, :position], clean[:, :position])
+    assert not torch.allclose(patched[:, position], clean[:, position])
+
+
+def test_response_logprobs_equal_full_logits_computation(model):
+    prompts = ["Question: hi?\nAnswer:", "Question: a longer one?\nAnswer:"]
+    responses = [" yes", " no way"]
+    batch = tokenize_prompt_response(model, prompts, responses)
+    final = model(batch.tokens, stop_at_layer=model.cfg.n_layers)
+    fast = response_logprobs_from_residual(model, final, batch.tokens, batch.response_mask)
+    for row, (prompt, response) in enumerate(zip(prompts, responses)):
+        tokens = torch.cat([model.to_tokens(prompt)[0], model.to_tokens(response,
+                                                                         prepend_bos=False)[0]])
+        logprobs = model(tokens[None]).log_softmax(-1)[0]
+        n = len(model.to_tokens(response, prepend_bos=False)[0])
+        expected = sum(logprobs[t - 1, tokens[t]] for t in range(len(tokens) - n, len(tokens)))
+        torch.testing.assert_close(fast[row], expected, atol=1e-5, rtol=0)
+
+
+def test_reusing_clean_residuals_equals_patching_the_full_run(model):
+    localized = tokenize_prompt_response(model, ["From Egypt: tea?"] * 2, [" shai", " coffee"])
+    nonlocalized = tokenize_prompt_response(model, ["Ezayak, tea?"] * 2, [" shai", " coffee"])
+    scores = patch_last_token_scores(model, localized, nonlocalized, layers=[0, 1, 2])
+    _, source_cache = model.run_with_cache(localized.tokens)
+    rows = torch.arange(2)
+    for index, layer in enumerate([0, 1, 2]):
+        values = source_cache[f"blocks.{layer}.hook_resid_post"][rows,
+                                                                  localized.last_prompt_position]
+        mask, source = last_token_patch(*nonlocalized.tokens.shape,
+                                        nonlocalized.last_prompt_position, values)
+        final = patched_final_residual(model, nonlocalized.tokens, layer=layer,
+                                       site="resid_post", patch_mask=mask, source=source)
+        expected = response_logprobs_from_residual(model, final, nonlocalized.tokens,
+                                                    nonlocalized.response_mask)
+        torch.testing.assert_close(scores.patched[index], expected, atol=1e-5, rtol=0)
+
+
+def test_identical_prompts_make_patching_a_no_op(model):
+    batch = tokenize_prompt_response(model, ["Same prompt?"] * 3, [" a", " bb", " ccc"])
+    scores = patch_last_token_scores(model, batch, batch, layers=[0, 1, 2], site="resid_pre")
+    for layer_scores in scores.patched:
+        torch.testing.assert_close(layer_scores, scores.clean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(scores.localized, scores.clean)
+
+
+def test_unknown_site_is_a_clear_error():
+    with pytest.raises(UserError, match="valid sites"):
+        site_hook_name(1, "resid_middle")
+
+
+def test_score_pairs_gives_probabilities_over_options(model):
+    pair = PatchingPair(pair_id="q1", country="egypt", language="arabic",
+                        localized_prompt="I am from Egypt. Breakfast?",
+                        nonlocalized_prompt="Ezayak ya basha, breakfast?",
+                        options=(" ful", " msemen", " eggs"),
+                        option_labels=("egypt", "morocco", "western"))
+    records = score_pairs(model, [pair], layers=[0, 1, 2], site="resid_post")
+    assert [r["layer"] for r in records] == [0, 1, 2]
+    for record in records:
+        assert 0 < record["p_country"] < 1 and 0 < record["p_western"] < 1
+        assert record["p_country"] + record["p_western"] < 1  # a third option takes the rest
+
+
+def test_choose_layer_maximises_mean_effect_over_countries():
+    rows = []
+    for country, effects in {"egypt": [0.0, 0.3, 0.1], "morocco": [0.0, 0.1, 0.25]}.items():
+        for layer, effect in enumerate(effects):
+            for pair in range(2):
+                rows.append(dict(country=country, site="resid_post", layer=layer,
+                                 pair_id=f"q{pair}", p_country=0.5 + effect, p_western=0.5,
+                                 p_country_clean=0.5, p_western_clean=0.5,
+                                 p_country_localized=0.9, p_western_localized=0.1))
+    summary = summarise(pd.DataFrame(rows))
+    assert choose_layer(summary) == 1  # mean effects: 0, 0.2, 0.175
+    egypt_1 = summary[(summary.country == "egypt") & (summary.layer == 1)].iloc[0]
+    assert egypt_1.effect == pytest.approx(0.3) and egypt_1.n_pairs == 2
+    figure = patching_figure(summary, chosen_layer=1)
+    assert [a.text for a in figure.layout.annotations if a.text.startswith("layer")] == \
+        ["layer 1", "layer 1"]

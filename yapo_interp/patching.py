@@ -1,0 +1,568 @@
+"""Layer discovery by activation patching (appendix B of the YaPO paper).
+
+Which layer should a steering vector act on? The paper answers with *activation patching*: take
+a question in two forms — *localized*, which names the country ("I am from Morocco, ...") and
+*non-localized*, which only speaks the country's dialect — and ask where in the network the
+difference between them lives. Run the non-localized prompt, but at layer ``j`` overwrite the
+residual stream at its last token with the localized prompt's last-token residual
+``h^{(j)}_{t}(x_localized)``. If the model's answer moves from the Western default towards the
+country's answer, layer ``j`` carries the country signal at that position. Sweeping ``j`` gives an
+*activation patching curve* (paper figure 3); the paper picks layer 15 of Gemma-2-2B from it.
+
+Because attention is causal, the patch leaves every earlier position untouched, and nothing below
+layer ``j`` changes either. So the clean run's residual stream *entering* block ``j`` is reused, and
+each patched run only executes blocks ``j..N`` (``start_at_layer``): about half the cost of a full
+forward pass per layer, with identical results (tested).
+
+The answer is scored as in the rest of the toolkit: each option of the question (one per country of
+the language group plus the Western control) is appended to the prompt as a completion, its summed
+log-probability is computed from logits at the option's positions only, and a softmax over the
+options gives ``p_country`` and ``p_western`` — the probability, among the question's options, of the
+asking country's answer and of the Western one.
+
+Layer rule: for each layer ``j`` the *localization effect* is the mean over pairs of
+``(p_country - p_western)`` after patching minus the same quantity in the clean non-localized run.
+The chosen layer maximises the effect averaged over the requested countries (ties: earliest layer).
+
+Patch sites: ``resid_pre`` / ``resid_post`` (the residual stream entering / leaving block ``j``),
+``attn_out`` and ``mlp_out`` (the outputs of block ``j``'s attention and MLP).
+
+Example::
+
+    python -m yapo_interp.patching --countries egypt morocco
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from yapo_interp.cli import add_common_args, model_name, run_cli, set_seed
+from yapo_interp.errors import UserError
+from yapo_interp.io import read_json, read_jsonl, append_jsonl, run_info, write_json, write_table
+
+SITES = {
+    "resid_pre": "hook_resid_pre",
+    "resid_post": "hook_resid_post",
+    "attn_out": "hook_attn_out",
+    "mlp_out": "hook_mlp_out",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Tokens: prompt + candidate responses, right-padded
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PromptResponseBatch:
+    """Prompts with responses appended, right-padded; one row per (prompt, response)."""
+
+    tokens: Int[Tensor, "batch pos"]
+    response_mask: Bool[Tensor, "batch pos"]  # True at response tokens
+    last_prompt_position: Int[Tensor, "batch"]
+
+
+def tokenize_prompt_response(model, prompts: Sequence[str], responses: Sequence[str]
+                             ) -> PromptResponseBatch:
+    """Tokenize each prompt with BOS and each response without, and concatenate them.
+
+    Tokenizing the two parts separately keeps the prompt's tokens identical across its candidate
+    responses (no merge across the boundary), so the patched position is the same for all.
+    """
+    rows, masks, last_positions = [], [], []
+    for prompt, response in zip(prompts, responses, strict=True):
+        prompt_tokens = model.to_tokens(prompt, prepend_bos=True)[0]
+        response_tokens = model.to_tokens(response, prepend_bos=False)[0]
+        if len(response_tokens) == 0:
+            raise UserError(f"Empty response for prompt {prompt[:60]!r}: every option needs text.")
+        rows.append(torch.cat([prompt_tokens, response_tokens]))
+        mask = torch.zeros(len(rows[-1]), dtype=torch.bool)
+        mask[len(prompt_tokens):] = True
+        masks.append(mask)
+        last_positions.append(len(prompt_tokens) - 1)
+    length = max(len(row) for row in rows)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    tokens = torch.full((len(rows), length), pad, dtype=torch.long)
+    response_mask = torch.zeros((len(rows), length), dtype=torch.bool)
+    for index, (row, mask) in enumerate(zip(rows, masks)):
+        tokens[index, : len(row)] = row
+        response_mask[index, : len(mask)] = mask
+    return PromptResponseBatch(tokens.to(model.cfg.device), response_mask.to(model.cfg.device),
+                               torch.tensor(last_positions, device=model.cfg.device))
+
+
+def response_logprobs_from_residual(
+    model,
+    final_residual: Float[Tensor, "batch pos d_model"],
+    tokens: Int[Tensor, "batch pos"],
+    response_mask: Bool[Tensor, "batch pos"],
+) -> Float[Tensor, "batch"]:
+    """Summed log-prob of the response tokens, unembedding only the positions that predict them.
+
+    The unembedding of Gemma's 262k-token vocabulary dominates a forward pass on a CPU; only
+    positions ``t-1`` for response tokens ``t`` are needed, so only those are unembedded.
+    """
+    predicting = torch.zeros_like(response_mask)
+    predicting[:, :-1] = response_mask[:, 1:]
+    rows, positions = predicting.nonzero(as_tuple=True)
+    logits = model.unembed(model.ln_final(final_residual[rows, positions][:, None, :]))[:, 0]
+    targets = tokens[rows, positions + 1]
+    token_logprobs = logits.log_softmax(-1).gather(-1, targets[:, None])[:, 0]
+    totals = torch.zeros(tokens.shape[0], dtype=token_logprobs.dtype, device=tokens.device)
+    return totals.index_add(0, rows, token_logprobs)
+
+
+# --------------------------------------------------------------------------------------------
+# Patching core (pure tensor functions)
+# --------------------------------------------------------------------------------------------
+
+
+def site_hook_name(layer: int, site: str) -> str:
+    if site not in SITES:
+        raise UserError(f"Unknown patch site {site!r}; valid sites: {', '.join(SITES)}.")
+    return f"blocks.{layer}.{SITES[site]}"
+
+
+def patched_final_residual(
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    *,
+    layer: int,
+    site: str,
+    patch_mask: Bool[Tensor, "batch pos"],
+    source: Float[Tensor, "batch pos d_model"],
+    resid_pre: Float[Tensor, "batch pos d_model"] | None = None,
+) -> Float[Tensor, "batch pos d_model"]:
+    """Run ``tokens`` with the activation at ``site`` of ``layer`` overwritten by ``source``
+    wherever ``patch_mask`` is True, and return the residual stream after the last block.
+
+    With ``resid_pre`` (the clean run's residual stream entering ``layer``), blocks below ``layer``
+    are not recomputed: causal attention and the layer order make their outputs identical.
+    """
+
+    def overwrite(activation, hook):
+        return torch.where(patch_mask[..., None], source.to(activation.dtype), activation)
+
+    hook = (site_hook_name(layer, site), overwrite)
+    with torch.no_grad(), model.hooks(fwd_hooks=[hook]):
+        if resid_pre is None:
+            return model(tokens, stop_at_layer=model.cfg.n_layers)
+        return model(resid_pre, start_at_layer=layer, stop_at_layer=model.cfg.n_layers,
+                     tokens=tokens)
+
+
+def last_token_patch(
+    batch_size: int, length: int, positions: Int[Tensor, "batch"],
+    values: Float[Tensor, "batch d_model"],
+) -> tuple[Bool[Tensor, "batch pos"], Float[Tensor, "batch pos d_model"]]:
+    """Mask and source tensors that overwrite one position per row (``positions``) by ``values``."""
+    mask = torch.zeros(batch_size, length, dtype=torch.bool, device=values.device)
+    mask[torch.arange(batch_size), positions] = True
+    source = torch.zeros(batch_size, length, values.shape[-1], dtype=values.dtype,
+                         device=values.device)
+    source[torch.arange(batch_size), positions] = values
+    return mask, source
+
+
+@dataclass
+class PatchingScores:
+    """Summed option log-probs: clean, fully localized, and patched at each layer."""
+
+    clean: Float[Tensor, "batch"]
+    localized: Float[Tensor, "batch"]
+    patched: Float[Tensor, "layer batch"]
+    layers: list[int]
+
+
+def patch_last_token_scores(
+    model,
+    localized: PromptResponseBatch,
+    nonlocalized: PromptResponseBatch,
+    *,
+    layers: Sequence[int],
+    site: str = "resid_post",
+) -> PatchingScores:
+    """Response log-probs of the non-localized rows, clean and with the localized prompt's
+    last-token activation at ``site`` patched in at each of ``layers`` (appendix B).
+
+    Row ``i`` of ``localized`` and ``nonlocalized`` must hold the same response.
+    """
+    n_layers = model.cfg.n_layers
+    site_names = {site_hook_name(layer, site) for layer in layers}
+    pre_names = {f"blocks.{layer}.hook_resid_pre" for layer in layers}
+    rows = torch.arange(localized.tokens.shape[0])
+    with torch.no_grad():
+        source_final, source_cache = model.run_with_cache(
+            localized.tokens, stop_at_layer=n_layers, names_filter=lambda name: name in site_names)
+        target_final, target_cache = model.run_with_cache(
+            nonlocalized.tokens, stop_at_layer=n_layers, names_filter=lambda name: name in pre_names)
+        scores_localized = response_logprobs_from_residual(
+            model, source_final, localized.tokens, localized.response_mask)
+        scores_clean = response_logprobs_from_residual(
+            model, target_final, nonlocalized.tokens, nonlocalized.response_mask)
+        patched = []
+        for layer in layers:
+            values = source_cache[site_hook_name(layer, site)][rows, localized.last_prompt_position]
+            mask, source = last_token_patch(*nonlocalized.tokens.shape,
+                                            nonlocalized.last_prompt_position, values)
+            final = patched_final_residual(
+                model, nonlocalized.tokens, layer=layer, site=site, patch_mask=mask,
+                source=source, resid_pre=target_cache[f"blocks.{layer}.hook_resid_pre"])
+            patched.append(response_logprobs_from_residual(
+                model, final, nonlocalized.tokens, nonlocalized.response_mask))
+    return PatchingScores(scores_clean, scores_localized, torch.stack(patched), list(layers))
+
+
+# --------------------------------------------------------------------------------------------
+# From dataset items to a tidy table
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatchingConfig:
+    """Settings of a patching run (saved with its results)."""
+
+    countries: tuple[str, ...] = ("egypt", "morocco")
+    layers: tuple[int, ...] | None = None  # None: every layer
+    site: str = "resid_post"
+    pairs_per_country: int = 16
+    batch_pairs: int = 4
+    prompt_style: str = "completion"
+    dataset: str | None = None  # None: the shipped cultural set
+    seed: int = 0
+    model: str = "embedded"
+
+
+@dataclass(frozen=True)
+class PatchingPair:
+    """A question asked by one country in both forms, with the options to score."""
+
+    pair_id: str
+    country: str
+    language: str
+    localized_prompt: str
+    nonlocalized_prompt: str
+    options: tuple[str, ...]
+    option_labels: tuple[str, ...]  # country key of each option, or "western"
+
+    @property
+    def country_index(self) -> int:
+        return self.option_labels.index(self.country)
+
+    @property
+    def western_index(self) -> int:
+        from yapo_interp.data.countries import WESTERN
+
+        return self.option_labels.index(WESTERN)
+
+
+def patching_pairs(items, countries: Sequence[str], pairs_per_country: int, seed: int,
+                   prompt_style: str = "completion", tokenizer=None) -> list[PatchingPair]:
+    """Pick ``pairs_per_country`` items per country (deterministically by ``seed``)."""
+    from yapo_interp.data import format_prompt, format_response
+
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for country in countries:
+        own = sorted((item for item in items if item.country == country), key=lambda i: i.id)
+        if not own:
+            raise UserError(f"The dataset has no items for {country!r}.")
+        chosen = rng.permutation(len(own))[:pairs_per_country]
+        for index in sorted(chosen):
+            item = own[index]
+            pairs.append(PatchingPair(
+                pair_id=item.question_id,
+                country=country,
+                language=item.language,
+                localized_prompt=format_prompt(item.localized_prompt, style=prompt_style,
+                                               tokenizer=tokenizer),
+                nonlocalized_prompt=format_prompt(item.nonlocalized_prompt, style=prompt_style,
+                                                  tokenizer=tokenizer),
+                options=tuple(format_response(option.text, style=prompt_style)
+                              for option in item.options),
+                option_labels=tuple(option.country for option in item.options),
+            ))
+    return pairs
+
+
+def score_pairs(model, pairs: Sequence[PatchingPair], layers: Sequence[int], site: str
+                ) -> list[dict]:
+    """Patch a batch of pairs at every layer; one record per (pair, layer) with option probs."""
+    localized_prompts, nonlocalized_prompts, responses = [], [], []
+    for pair in pairs:
+        localized_prompts += [pair.localized_prompt] * len(pair.options)
+        nonlocalized_prompts += [pair.nonlocalized_prompt] * len(pair.options)
+        responses += list(pair.options)
+    scores = patch_last_token_scores(
+        model,
+        tokenize_prompt_response(model, localized_prompts, responses),
+        tokenize_prompt_response(model, nonlocalized_prompts, responses),
+        layers=layers, site=site,
+    )
+    records, start = [], 0
+    for pair in pairs:
+        span = slice(start, start + len(pair.options))
+        start += len(pair.options)
+        clean = scores.clean[span].softmax(-1)
+        localized = scores.localized[span].softmax(-1)
+        for layer, layer_scores in zip(layers, scores.patched[:, span]):
+            probs = layer_scores.softmax(-1)
+            records.append({
+                "country": pair.country, "language": pair.language, "pair_id": pair.pair_id,
+                "layer": layer, "site": site,
+                "p_country": probs[pair.country_index].item(),
+                "p_western": probs[pair.western_index].item(),
+                "logp_country": layer_scores[pair.country_index].item(),
+                "logp_western": layer_scores[pair.western_index].item(),
+                "p_country_clean": clean[pair.country_index].item(),
+                "p_western_clean": clean[pair.western_index].item(),
+                "p_country_localized": localized[pair.country_index].item(),
+                "p_western_localized": localized[pair.western_index].item(),
+                "n_options": len(pair.options),
+            })
+    return records
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Per country and layer: mean probabilities, a 95% normal band over pairs, and the
+    localization effect ``(p_country - p_western) - (clean p_country - clean p_western)``."""
+    table = table.assign(
+        effect=(table.p_country - table.p_western)
+        - (table.p_country_clean - table.p_western_clean))
+    grouped = table.groupby(["country", "site", "layer"])
+    summary = grouped.agg(
+        n_pairs=("pair_id", "nunique"),
+        p_country=("p_country", "mean"), p_country_sd=("p_country", "std"),
+        p_western=("p_western", "mean"), p_western_sd=("p_western", "std"),
+        p_country_clean=("p_country_clean", "mean"), p_western_clean=("p_western_clean", "mean"),
+        p_country_localized=("p_country_localized", "mean"),
+        p_western_localized=("p_western_localized", "mean"),
+        effect=("effect", "mean"), effect_sd=("effect", "std"),
+    ).reset_index()
+    for name in ("p_country", "p_western", "effect"):
+        half_width = 1.96 * summary[f"{name}_sd"].fillna(0) / np.sqrt(summary.n_pairs)
+        summary[f"{name}_low"] = summary[name] - half_width
+        summary[f"{name}_high"] = summary[name] + half_width
+    return summary
+
+
+def choose_layer(summary: pd.DataFrame) -> int:
+    """The layer with the largest localization effect averaged over countries (ties: earliest)."""
+    by_layer = summary.groupby("layer")["effect"].mean().sort_index()
+    return int(by_layer.idxmax())
+
+
+# --------------------------------------------------------------------------------------------
+# Figure (paper figure 3)
+# --------------------------------------------------------------------------------------------
+
+
+def patching_figure(summary: pd.DataFrame, chosen_layer: int | None = None, title: str | None = None):
+    """One panel per country: P(country answer) and P(Western answer) across patched layers,
+    with 95% bands, the clean and localized levels as dotted lines, and the chosen layer marked."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from yapo_interp.data.countries import DISPLAY_NAMES
+    from yapo_interp.style import ANSWER_COLORS
+
+    countries = list(dict.fromkeys(summary.country))
+    fig = make_subplots(rows=1, cols=len(countries), shared_yaxes=True,
+                        subplot_titles=[DISPLAY_NAMES.get(c, c) for c in countries])
+    for column, country in enumerate(countries, start=1):
+        rows = summary[summary.country == country].sort_values("layer")
+        for kind, label in (("country", f"{DISPLAY_NAMES.get(country, country)} answer"),
+                            ("western", "Western answer")):
+            color = ANSWER_COLORS[kind]
+            name = label if kind == "western" else "country-specific answer"
+            fig.add_trace(go.Scatter(
+                x=list(rows.layer) + list(rows.layer[::-1]),
+                y=list(rows[f"p_{kind}_high"]) + list(rows[f"p_{kind}_low"][::-1]),
+                fill="toself", fillcolor=color, opacity=0.15, line=dict(width=0),
+                hoverinfo="skip", showlegend=False), row=1, col=column)
+            fig.add_trace(go.Scatter(
+                x=rows.layer, y=rows[f"p_{kind}"], mode="lines+markers", name=name,
+                line=dict(color=color, width=2.5), legendgroup=kind, showlegend=column == 1,
+                hovertemplate=f"layer %{{x}}<br>{label}: %{{y:.3f}}<extra></extra>"),
+                row=1, col=column)
+            for level, dash, level_name in (("clean", "dot", "non-localized, unpatched"),
+                                            ("localized", "dash", "localized prompt")):
+                value = rows[f"p_{kind}_{level}"].iloc[0]
+                fig.add_trace(go.Scatter(
+                    x=[rows.layer.min(), rows.layer.max()], y=[value, value], mode="lines",
+                    line=dict(color=color, dash=dash, width=1.2),
+                    name=f"{level_name} ({'country' if kind == 'country' else 'Western'})",
+                    legendgroup=f"{kind}-{level}", showlegend=column == 1,
+                    hovertemplate=f"{level_name}: {value:.3f}<extra></extra>"), row=1, col=column)
+        if chosen_layer is not None:
+            fig.add_vline(x=chosen_layer, line=dict(color="#444", dash="dash", width=1),
+                          row=1, col=column)
+            fig.add_annotation(x=chosen_layer, y=1.0, yref="y domain", text=f"layer {chosen_layer}",
+                               showarrow=False, yshift=10, row=1, col=column)
+        fig.update_xaxes(title_text="patched layer", dtick=2, row=1, col=column)
+    fig.update_yaxes(title_text="probability among the options", rangemode="tozero", row=1, col=1)
+    site = summary.site.iloc[0]
+    fig.update_layout(
+        template="yapo", height=480, width=max(520, 460 * len(countries)),
+        title=title or f"Activation patching ({site}, last token): localized into non-localized",
+        legend=dict(orientation="h", y=-0.22, x=0, xanchor="left"),
+        margin=dict(b=140))
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Whole run (resumable) and CLI
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PatchingResult:
+    table: pd.DataFrame
+    summary: pd.DataFrame
+    chosen_layer: int
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def run_patching(model, items, config: PatchingConfig, out_dir: Path | None = None,
+                 progress: bool = True) -> PatchingResult:
+    """Patch ``config.pairs_per_country`` pairs per country at every layer; save as it goes.
+
+    With ``out_dir``, finished batches are appended to ``partial.jsonl`` so that an interrupted run
+    started again with the same settings continues where it stopped.
+    """
+    from yapo_interp.models import check_layer
+
+    layers = list(config.layers) if config.layers is not None else list(range(model.cfg.n_layers))
+    for layer in layers:
+        check_layer(model, layer)
+    pairs = patching_pairs(items, config.countries, config.pairs_per_country, config.seed,
+                           config.prompt_style, model.tokenizer)
+    records: list[dict] = []
+    partial = None
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        partial = out_dir / "partial.jsonl"
+        settings_path = out_dir / "partial_settings.json"
+        settings = asdict(config) | {"layers": layers}
+        if partial.exists() and settings_path.exists() and read_json(settings_path) == \
+                json_roundtrip(settings):
+            records = read_jsonl(partial)
+        else:
+            partial.unlink(missing_ok=True)
+            write_json(settings_path, settings)
+    done = {(r["country"], r["pair_id"]) for r in records}
+    todo = [pair for pair in pairs if (pair.country, pair.pair_id) not in done]
+    batches = [todo[i: i + config.batch_pairs] for i in range(0, len(todo), config.batch_pairs)]
+    with tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="patching pairs",
+              unit="pair", disable=not progress) as bar:
+        for batch in batches:
+            new = score_pairs(model, batch, layers, config.site)
+            records += new
+            if partial is not None:
+                for record in new:
+                    append_jsonl(partial, record)
+            bar.update(len(batch))
+    table = pd.DataFrame(records).sort_values(["country", "pair_id", "layer"], ignore_index=True)
+    summary = summarise(table)
+    chosen = choose_layer(summary)
+    result = PatchingResult(table, summary, chosen)
+    if out_dir is not None:
+        result.files = save_patching(result, config, layers, out_dir)
+        partial.unlink(missing_ok=True)
+    return result
+
+
+def json_roundtrip(value):
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def save_patching(result: PatchingResult, config: PatchingConfig, layers: list[int],
+                  out_dir: Path) -> dict[str, Path]:
+    from yapo_interp.models import shipped_sae_layers
+    from yapo_interp.style import save_figure
+
+    files = {
+        "table": write_table(out_dir / "patching.csv", result.table),
+        "table_parquet": write_table(out_dir / "patching.parquet", result.table),
+        "summary": write_table(out_dir / "patching_summary.csv", result.summary),
+    }
+    effect = result.summary.groupby("layer")["effect"].mean()
+    shipped = shipped_sae_layers() if config.model == "embedded" else []
+    nearest = min(shipped, key=lambda layer: (abs(layer - result.chosen_layer), layer)) \
+        if shipped else None
+    files["chosen_layer"] = write_json(out_dir / "chosen_layer.json", {
+        "chosen_layer": result.chosen_layer,
+        "rule": "argmax over layers of the mean (over countries and pairs) of "
+                "(p_country - p_western) patched minus the same in the clean non-localized run",
+        "effect_by_layer": {int(layer): float(value) for layer, value in effect.items()},
+        "nearest_shipped_sae_layer": nearest,
+        **run_info(asdict(config) | {"layers": layers}),
+    })
+    figure_paths = save_figure(patching_figure(result.summary, result.chosen_layer),
+                               out_dir / "patching_curves", width=460 * len(config.countries) + 100,
+                               height=480)
+    files["figure"] = figure_paths[0]
+    return files
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m yapo_interp.patching",
+        description="Choose the steering layer by patching localized into non-localized runs "
+                    "(paper appendix B).")
+    parser.add_argument("--countries", nargs="+", default=["egypt", "morocco"],
+                        help="countries to analyse (default: egypt morocco)")
+    parser.add_argument("--layers", nargs="+", type=int, default=None,
+                        help="layers to patch (default: all)")
+    parser.add_argument("--site", choices=sorted(SITES), default="resid_post",
+                        help="activation to patch (default: resid_post)")
+    parser.add_argument("--pairs", type=int, default=16,
+                        help="localized/non-localized pairs per country (default: 16)")
+    parser.add_argument("--batch-pairs", type=int, default=4,
+                        help="pairs per forward batch (default: 4)")
+    parser.add_argument("--dataset", default=None,
+                        help="dataset file or folder (default: the shipped cultural set)")
+    add_common_args(parser, out_default="runs/patching")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from yapo_interp.data import load_cultural, resolve_countries
+    from yapo_interp.models import load_model
+
+    countries = resolve_countries(args.countries)
+    if args.pairs < 1:
+        raise UserError("--pairs must be at least 1.")
+    config = PatchingConfig(
+        countries=tuple(countries), layers=tuple(args.layers) if args.layers else None,
+        site=args.site, pairs_per_country=args.pairs, batch_pairs=args.batch_pairs,
+        dataset=args.dataset, seed=args.seed, model=model_name(args))
+    items = load_cultural(args.dataset, countries=countries)
+    set_seed(args.seed)
+    print(f"loading {config.model} ...", file=sys.stderr)
+    model = load_model(config.model, device=args.device)
+    result = run_patching(model, items, config, out_dir=args.out)
+    effect = result.summary.groupby("layer")["effect"].mean()
+    print(f"chosen layer: {result.chosen_layer} "
+          f"(localization effect {effect[result.chosen_layer]:+.3f}; rule in chosen_layer.json)")
+    for name, path in result.files.items():
+        print(f"  {name:14s} {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
