@@ -1,4 +1,12 @@
-"""Cultural MCQ data (appendix D of the paper), behaviour CSVs, and preference pairs."""
+"""Cultural MCQ data (appendix D of the paper), behaviour CSVs, and preference pairs.
+
+    from yapo_interp.data import load_cultural, split_items, build_preference_pairs
+    items = load_cultural(countries=["egypt"])            # the shipped set, validated
+    train, test = split_items(items, test_fraction=0.25, seed=0)
+    pairs = build_preference_pairs(train, setting="nonlocalized", rejected="western")
+
+``python -m yapo_interp.data [FILES...]`` validates dataset files and prints their counts.
+"""
 
 from dataclasses import dataclass
 
@@ -11,3 +19,24 @@ class PreferencePair:
     prompt: str
     chosen: str
     rejected: str
+
+
+# Imported after PreferencePair: the submodules import it from here.
+from yapo_interp.data.loaders import (  # noqa: E402
+    CULTURAL_DIR, load_behaviour_csv, load_cultural, load_dataset_file, shipped_files)
+from yapo_interp.data.pairs import (  # noqa: E402
+    build_preference_pairs, other_country_option, setting_forms, split_items)
+from yapo_interp.data.prompts import (  # noqa: E402
+    MCQ_INSTRUCTION, format_prompt, format_response, mcq_prompt, parse_boxed_answer)
+from yapo_interp.data.schema import (  # noqa: E402
+    FORMS, TOPICS, CulturalItem, Form, Option, dataset_hash, find_name_forms, resolve_countries,
+    resolve_languages, validate_items, validate_record)
+
+__all__ = [
+    "CULTURAL_DIR", "FORMS", "MCQ_INSTRUCTION", "TOPICS", "CulturalItem", "Form", "Option",
+    "PreferencePair", "build_preference_pairs", "dataset_hash", "find_name_forms",
+    "format_prompt", "format_response", "load_behaviour_csv", "load_cultural",
+    "load_dataset_file", "mcq_prompt", "other_country_option", "parse_boxed_answer",
+    "resolve_countries", "resolve_languages", "setting_forms", "shipped_files", "split_items",
+    "validate_items", "validate_record",
+]
