@@ -236,7 +236,7 @@ class PatchingConfig:
     countries: tuple[str, ...] = ("egypt", "morocco")
     layers: tuple[int, ...] | None = None  # None: every layer
     site: str = "resid_post"
-    pairs_per_country: int = 16
+    pairs_per_country: int = 12
     batch_pairs: int = 4
     prompt_style: str = "completion"
     dataset: str | None = None  # None: the shipped cultural set
@@ -529,8 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="layers to patch (default: all)")
     parser.add_argument("--site", choices=sorted(SITES), default="resid_post",
                         help="activation to patch (default: resid_post)")
-    parser.add_argument("--pairs", type=int, default=16,
-                        help="localized/non-localized pairs per country (default: 16)")
+    parser.add_argument("--pairs", type=int, default=12,
+                        help="localized/non-localized pairs per country (default: 12)")
     parser.add_argument("--batch-pairs", type=int, default=4,
                         help="pairs per forward batch (default: 4)")
     parser.add_argument("--dataset", default=None,
