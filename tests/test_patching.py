@@ -137,3 +137,19 @@ def test_choose_layer_maximises_mean_effect_over_countries():
     figure = patching_figure(summary, chosen_layer=1)
     assert [a.text for a in figure.layout.annotations if a.text.startswith("layer")] == \
         ["layer 1", "layer 1"]
+
+
+@pytest.mark.parametrize("score", ["mean", "sum"])
+def test_option_probabilities_follow_the_score(model, score):
+    pair = PatchingPair(pair_id="q1", country="egypt", language="arabic",
+                        localized_prompt="I am from Egypt. Tea?", nonlocalized_prompt="Tea, ya basha?",
+                        options=(" shai bel naana", " atay", " tea"),
+                        option_labels=("egypt", "morocco", "western"))
+    record = score_pairs(model, [pair], layers=[1], site="resid_post", score=score)[0]
+    batch = tokenize_prompt_response(model, [pair.nonlocalized_prompt] * 3, list(pair.options))
+    final = model(batch.tokens, stop_at_layer=model.cfg.n_layers)
+    sums = response_logprobs_from_residual(model, final, batch.tokens, batch.response_mask)
+    lengths = batch.response_mask.sum(-1).float()
+    expected = (sums / lengths if score == "mean" else sums).softmax(-1)
+    assert record["p_country_clean"] == pytest.approx(expected[0].item(), abs=1e-6)
+    assert record["p_western_clean"] == pytest.approx(expected[2].item(), abs=1e-6)

@@ -15,10 +15,11 @@ each patched run only executes blocks ``j..N`` (``start_at_layer``): about half 
 forward pass per layer, with identical results (tested).
 
 The answer is scored as in the rest of the toolkit: each option of the question (one per country of
-the language group plus the Western control) is appended to the prompt as a completion, its summed
+the language group plus the Western control) is appended to the prompt as a completion, its
 log-probability is computed from logits at the option's positions only, and a softmax over the
-options gives ``p_country`` and ``p_western`` — the probability, among the question's options, of the
-asking country's answer and of the Western one.
+options' mean token log-probs (``--score mean``, length-normalised; ``sum`` is available) gives
+``p_country`` and ``p_western`` — the probability, among the question's options, of the asking
+country's answer and of the Western one.
 
 Layer rule: for each layer ``j`` the *localization effect* is the mean over pairs of
 ``(p_country - p_western)`` after patching minus the same quantity in the clean non-localized run.
@@ -239,6 +240,7 @@ class PatchingConfig:
     pairs_per_country: int = 12
     batch_pairs: int = 4
     prompt_style: str = "completion"
+    score: str = "mean"  # option score: mean (length-normalised) or sum of token log-probs
     dataset: str | None = None  # None: the shipped cultural set
     seed: int = 0
     model: str = "embedded"
@@ -296,28 +298,36 @@ def patching_pairs(items, countries: Sequence[str], pairs_per_country: int, seed
     return pairs
 
 
-def score_pairs(model, pairs: Sequence[PatchingPair], layers: Sequence[int], site: str
-                ) -> list[dict]:
-    """Patch a batch of pairs at every layer; one record per (pair, layer) with option probs."""
+def score_pairs(model, pairs: Sequence[PatchingPair], layers: Sequence[int], site: str,
+                score: str = "mean") -> list[dict]:
+    """Patch a batch of pairs at every layer; one record per (pair, layer) with option probs.
+
+    ``score="mean"`` turns each option's mean token log-prob into probabilities over the options
+    (length-normalised, so a long dialect answer is not penalised for its length); ``"sum"`` uses
+    the summed log-prob, the probability of generating the whole option.
+    """
+    if score not in ("mean", "sum"):
+        raise UserError(f"Unknown option score {score!r}; use 'mean' or 'sum'.")
     localized_prompts, nonlocalized_prompts, responses = [], [], []
     for pair in pairs:
         localized_prompts += [pair.localized_prompt] * len(pair.options)
         nonlocalized_prompts += [pair.nonlocalized_prompt] * len(pair.options)
         responses += list(pair.options)
+    nonlocalized = tokenize_prompt_response(model, nonlocalized_prompts, responses)
     scores = patch_last_token_scores(
-        model,
-        tokenize_prompt_response(model, localized_prompts, responses),
-        tokenize_prompt_response(model, nonlocalized_prompts, responses),
+        model, tokenize_prompt_response(model, localized_prompts, responses), nonlocalized,
         layers=layers, site=site,
     )
+    lengths = nonlocalized.response_mask.sum(-1).to(scores.clean.dtype)
+    divisor = lengths if score == "mean" else torch.ones_like(lengths)
     records, start = [], 0
     for pair in pairs:
         span = slice(start, start + len(pair.options))
         start += len(pair.options)
-        clean = scores.clean[span].softmax(-1)
-        localized = scores.localized[span].softmax(-1)
+        clean = (scores.clean[span] / divisor[span]).softmax(-1)
+        localized = (scores.localized[span] / divisor[span]).softmax(-1)
         for layer, layer_scores in zip(layers, scores.patched[:, span]):
-            probs = layer_scores.softmax(-1)
+            probs = (layer_scores / divisor[span]).softmax(-1)
             records.append({
                 "country": pair.country, "language": pair.language, "pair_id": pair.pair_id,
                 "layer": layer, "site": site,
@@ -414,10 +424,10 @@ def patching_figure(summary: pd.DataFrame, chosen_layer: int | None = None, titl
     fig.update_yaxes(title_text="probability among the options", rangemode="tozero", row=1, col=1)
     site = summary.site.iloc[0]
     fig.update_layout(
-        template="yapo", height=480, width=max(520, 460 * len(countries)),
+        template="yapo", height=560, width=max(520, 460 * len(countries)),
         title=title or f"Activation patching ({site}, last token): localized into non-localized",
-        legend=dict(orientation="h", y=-0.22, x=0, xanchor="left"),
-        margin=dict(b=140))
+        legend=dict(orientation="h", y=-0.3, yanchor="top", x=0, xanchor="left"),
+        margin=dict(b=170))
     return fig
 
 
@@ -467,7 +477,7 @@ def run_patching(model, items, config: PatchingConfig, out_dir: Path | None = No
     with tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="patching pairs",
               unit="pair", disable=not progress) as bar:
         for batch in batches:
-            new = score_pairs(model, batch, layers, config.site)
+            new = score_pairs(model, batch, layers, config.site, config.score)
             records += new
             if partial is not None:
                 for record in new:
@@ -513,7 +523,7 @@ def save_patching(result: PatchingResult, config: PatchingConfig, layers: list[i
     })
     figure_paths = save_figure(patching_figure(result.summary, result.chosen_layer),
                                out_dir / "patching_curves", width=460 * len(config.countries) + 100,
-                               height=480)
+                               height=560)
     files["figure"] = figure_paths[0]
     return files
 
@@ -533,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="localized/non-localized pairs per country (default: 12)")
     parser.add_argument("--batch-pairs", type=int, default=4,
                         help="pairs per forward batch (default: 4)")
+    parser.add_argument("--score", choices=("mean", "sum"), default="mean",
+                        help="option score: mean token log-prob (length-normalised, default) or "
+                             "summed log-prob")
     parser.add_argument("--dataset", default=None,
                         help="dataset file or folder (default: the shipped cultural set)")
     add_common_args(parser, out_default="runs/patching")
@@ -550,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     config = PatchingConfig(
         countries=tuple(countries), layers=tuple(args.layers) if args.layers else None,
         site=args.site, pairs_per_country=args.pairs, batch_pairs=args.batch_pairs,
-        dataset=args.dataset, seed=args.seed, model=model_name(args))
+        score=args.score, dataset=args.dataset, seed=args.seed, model=model_name(args))
     items = load_cultural(args.dataset, countries=countries)
     set_seed(args.seed)
     print(f"loading {config.model} ...", file=sys.stderr)
