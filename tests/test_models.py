@@ -149,3 +149,14 @@ def test_embedded_model_matches_transformers(embedded):
             theirs = hf_model(tokens).logits.log_softmax(-1)
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
     assert embedded.cfg.n_layers == 18 and embedded.cfg.d_model == 640
+
+
+def test_reuse_loaded_models_loads_once(monkeypatch):
+    loads = []
+    monkeypatch.setattr(models, "_load_model", lambda name, **kw: loads.append(name) or object())
+    with models.reuse_loaded_models():
+        first, second = load_model("x"), load_model("x")
+        other = load_model("y")
+    assert first is second and other is not first and loads == ["x", "y"]
+    load_model("x")  # outside the block: loaded again
+    assert loads == ["x", "y", "x"]

@@ -24,6 +24,7 @@ the ``YAPO_INTERP_CACHE`` environment variable.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
@@ -32,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -275,6 +277,25 @@ def _official_name(name: str) -> str:
         ) from None
 
 
+_REUSED_MODELS: dict[tuple, object] | None = None
+
+
+@contextlib.contextmanager
+def reuse_loaded_models() -> Iterator[None]:
+    """Within the block, ``load_model`` returns the already-loaded model for the same arguments.
+
+    Used by commands that run several stages in one process (``yapo_interp.study``), so the model
+    is loaded once. Steering is applied through hooks that are always removed, so sharing is safe.
+    """
+    global _REUSED_MODELS
+    outer = _REUSED_MODELS
+    _REUSED_MODELS = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _REUSED_MODELS = outer
+
+
 def load_model(
     name: str = EMBEDDED,
     *,
@@ -288,6 +309,15 @@ def load_model(
     ``"gemma-2-2b"`` (needs a model hub), or a local Hugging Face folder; for a folder whose
     ``config.json`` does not name its architecture, pass ``tl_name`` (e.g. ``"gemma-2-2b"``).
     """
+    if _REUSED_MODELS is not None:
+        key = (name, device, dtype, tl_name)
+        if key not in _REUSED_MODELS:
+            _REUSED_MODELS[key] = _load_model(name, device=device, dtype=dtype, tl_name=tl_name)
+        return _REUSED_MODELS[key]
+    return _load_model(name, device=device, dtype=dtype, tl_name=tl_name)
+
+
+def _load_model(name: str, *, device: str, dtype: torch.dtype, tl_name: str | None):
     if name == EMBEDDED:
         folder = ensure_embedded_model()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

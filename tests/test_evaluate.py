@@ -1,0 +1,378 @@
+"""Evaluation on the tiny model with hand-made English items: MCQ scoring by log-likelihood and by
+\\boxed{k}, steering changes the scores, RCA/PNLG pairing, paper-style tables, the open-ended
+judge path, the stability view and the command line end to end."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from yapo_interp.data import CulturalItem, Option, validate_items
+from yapo_interp.evaluate import (BASELINE, Condition, EvalConfig, VectorLoader, build_result,
+                                  choose, evaluate_mcq, evaluate_open, evaluate_stability,
+                                  find_epoch_vectors, gap_metrics, main, make_conditions,
+                                  paired_scores, resolve_vector_path, score_boxed, score_loglik,
+                                  select_rows, summarize, table_gap_by_country,
+                                  table_gap_by_language, table_scores, write_results)
+from yapo_interp.judge import Judge, LocalJudge, Verdict
+from yapo_interp.logprobs import response_logprobs
+from yapo_interp.steering import vector_from_tensor
+
+COUNTRIES = ("usa", "uk", "australia")
+NAMED = {"usa": "America", "uk": "the UK", "australia": "Australia"}
+QUESTIONS = [
+    ("english-breakfast-01", "breakfast", "What do we eat for breakfast on a Sunday?",
+     {"usa": "Pancakes with maple syrup and crispy bacon.",
+      "uk": "A fry-up with beans, toast and black pudding.",
+      "australia": "Toast with Vegemite and a flat white.",
+      "western": "Cereal with milk and a glass of orange juice."}),
+    ("english-greetings-01", "greetings", "How do we greet a friend we meet in the street?",
+     {"usa": "Hey, how's it going?", "uk": "Alright, mate?", "australia": "G'day, how ya going?",
+      "western": "Hello, how are you?"}),
+    ("english-sports-01", "sports", "Which sport do we watch with the family on weekends?",
+     {"usa": "American football on TV.", "uk": "Football in the Premier League.",
+      "australia": "Footy, the AFL.", "western": "Whatever match is on the television."}),
+    ("english-weddings-01", "weddings", "What do guests eat at a wedding reception here?",
+     {"usa": "A plated dinner and a tiered cake.", "uk": "A wedding breakfast and fruit cake.",
+      "australia": "A barbecue-style buffet and pavlova.",
+      "western": "A buffet and a white cake."}),
+]
+
+
+def make_items():
+    items = []
+    for question_id, topic, question, texts in QUESTIONS:
+        options = tuple(Option(country, texts[country]) for country in (*COUNTRIES, "western"))
+        for index, country in enumerate(COUNTRIES):
+            items.append(CulturalItem(
+                id=f"{question_id}-{country}", question_id=question_id, language="english",
+                country=country, topic=topic,
+                localized_prompt=f"I live in {NAMED[country]}. {question}",
+                nonlocalized_prompt=f"We are at home this weekend. {question}",
+                options=options, answer=index, reference_answer=texts[country]))
+    return items
+
+
+ITEMS = make_items()
+FAST = EvalConfig(n_bootstrap=50, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def dense_vector(model):
+    generator = torch.Generator().manual_seed(1)
+    return vector_from_tensor("bipo", 1, 3.0 * torch.randn(model.cfg.d_model, generator=generator),
+                              model, country="usa", setting="localized", epoch=2)
+
+
+def test_hand_made_items_are_valid():
+    validate_items(ITEMS)
+
+
+def test_loglik_picks_the_option_with_the_highest_logprob(model):
+    items = ITEMS[:3]
+    records = score_loglik(model, items, ("localized",), batch_size=2, progress=False)
+    assert [record["item_id"] for record in records] == [item.id for item in items]
+    for item, record in zip(items, records):
+        prompt = f"Question: {item.localized_prompt}\nAnswer:"
+        sums, counts = response_logprobs(model, [prompt] * 4,
+                                         [" " + option.text for option in item.options])
+        assert json.loads(record["option_logprob_sum"]) == pytest.approx(sums.tolist(), abs=1e-3)
+        by_mean = int(torch.argmax(sums / counts))
+        assert record["prediction"] == by_mean
+        assert record["correct_sum"] == float(int(torch.argmax(sums)) == item.answer)
+        assert record["score"] == float(by_mean == item.answer)
+        assert record["predicted_country"] == item.options[by_mean].country
+
+
+def test_sum_and_mean_can_disagree():
+    sums = torch.tensor([-10.0, -6.0])
+    counts = torch.tensor([10, 3])  # per token: -1.0 vs -2.0
+    assert choose(sums, counts, "sum") == 1
+    assert choose(sums, counts, "mean") == 0
+
+
+def test_steering_changes_the_scores_and_zero_multiplier_does_not(model, dense_vector):
+    conditions = make_conditions([(dense_vector, None, "v")], [0.0, 1.0])
+    items = [item for item in ITEMS if item.country in ("usa", "uk")][:4]
+    frame = evaluate_mcq(model, items, conditions, FAST, progress=False)
+    usa = frame[frame["country"] == "usa"]
+    logprobs = {label: group.sort_values(["item_id", "form"])["option_logprob_sum"].tolist()
+                for label, group in usa.groupby("condition")}
+    baseline, zero, steered = (logprobs[c.label] for c in conditions)
+    assert zero == baseline
+    assert steered != baseline
+    # a country's vector is evaluated on its own country's items only
+    assert set(frame[frame["condition"] == conditions[2].label]["country"]) == {"usa"}
+    assert set(frame[frame["condition"] == "Baseline"]["country"]) == {"usa", "uk"}
+
+
+def test_sparse_steering_through_the_sae(model, sae):
+    zero = vector_from_tensor("yapo", 1, torch.zeros(sae.cfg.d_sae), model, sae=sae, country="uk")
+    strong = vector_from_tensor("yapo", 1, 5.0 * torch.ones(sae.cfg.d_sae), model, sae=sae,
+                                country="uk")
+    conditions = [BASELINE] + make_conditions([(zero, sae, "zero"), (strong, sae, "strong")],
+                                              include_baseline=False)
+    items = [item for item in ITEMS if item.country == "uk"]
+    frame = evaluate_mcq(model, items, conditions, FAST, progress=False)
+    by = {label: group["option_logprob_sum"].tolist()
+          for label, group in frame.groupby("condition")}
+    labels = [c.label for c in conditions]
+    assert len(set(labels)) == 3  # made unique
+    assert by[labels[1]] == by[labels[0]]  # residual correction: zero vector changes nothing
+    assert by[labels[2]] != by[labels[0]]
+    assert all(not hook_point.fwd_hooks for hook_point in model.hook_dict.values())
+
+
+def test_boxed_answers_are_mapped_back_and_unparsed_counted(model):
+    items = ITEMS[:4]
+    replies = iter(["The answer is \\boxed{1}.", "hmm", "\\boxed{9}", "\\boxed{2}"] * 4)
+    records = score_boxed(model, items, ("localized",), style="completion", shuffle_seed=3,
+                          progress=False, generate=lambda prompts: [next(replies) for _ in prompts])
+    assert [r["parsed"] for r in records] == [True, False, False, True]
+    first, second, third, fourth = records
+    assert first["prediction"] == json.loads(first["option_order"])[0]
+    assert fourth["prediction"] == json.loads(fourth["option_order"])[1]
+    assert second["score"] == third["score"] == 0.0 and second["prediction"] is None
+    frame = pd.DataFrame(records).assign(condition="Baseline", column="Baseline",
+                                         method="baseline", multiplier=None, train_setting=None,
+                                         epoch=None, vector=None)
+    scores, _ = summarize(frame, EvalConfig(settings=("localized",), n_bootstrap=20))
+    assert scores["unparsed"].sum() == 2 and scores["n"].sum() == 4
+
+
+def test_boxed_with_real_generation_counts_unparseable_answers(model):
+    config = EvalConfig(mode="boxed", style="completion", settings=("nonlocalized",),
+                        boxed_max_new_tokens=4, batch_size=3, n_bootstrap=20)
+    short = [CulturalItem(f"q{i}-usa", f"q{i}", "english", "usa", "breakfast", "USA. Food?",
+                          "Food?", (Option("usa", "Eggs."), Option("western", "Toast.")), 0,
+                          "Eggs.") for i in range(3)]
+    frame = evaluate_mcq(model, short, [BASELINE], config, progress=False)
+    scores, gaps = summarize(frame, config)
+    assert len(frame) == 3 and frame["generation"].map(len).gt(0).all()
+    # a random tiny model never writes \boxed{k}: every answer is unparsed and counted as wrong
+    assert scores["unparsed"].sum() == 3 and (frame["score"] == 0).all()
+    assert gaps.empty  # one form only: no pairs
+
+
+def instance_frame(scores_by_condition, country="usa", language="english"):
+    """Instance rows from {(label, column, method, train_setting): (p_loc list, p_non list)}."""
+    rows = []
+    for (label, column, method, trained), (p_loc, p_non) in scores_by_condition.items():
+        for form, values in (("localized", p_loc), ("nonlocalized", p_non)):
+            for index, value in enumerate(values):
+                rows.append({"condition": label, "column": column, "method": method,
+                             "multiplier": 1.0, "train_setting": trained, "epoch": None,
+                             "vector": None, "language": language, "country": country,
+                             "question_id": f"q{index}", "item_id": f"q{index}-{country}",
+                             "form": form, "score": value, "parsed": True})
+    return pd.DataFrame(rows)
+
+
+def test_pairs_and_gap_metrics_by_hand():
+    frame = instance_frame({("Baseline", "Baseline", "baseline", None):
+                            ([1, 1, 0, 0], [1, 0, 1, 0])})
+    pairs = paired_scores(frame)
+    assert list(pairs["p_loc"]) == [1, 1, 0, 0] and list(pairs["p_non"]) == [1, 0, 1, 0]
+    cell = gap_metrics(frame[frame.form == "localized"], frame[frame.form == "nonlocalized"],
+                       FAST)
+    assert cell["acc_loc"] == cell["acc_non"] == 0.5
+    assert cell["rca"] == pytest.approx(0.5, rel=1e-6)  # aggregate: harmonic mean of 0.5, 0.5
+    assert cell["rca_instance"] == pytest.approx(0.25, rel=1e-6)  # only q0 has both right
+    assert cell["pnlg"] == pytest.approx(0.0) and cell["pnlg_instance"] == pytest.approx(0.0)
+    assert cell["n_pairs"] == 4
+    assert cell["rca_instance_low"] <= 0.25 <= cell["rca_instance_high"]
+
+
+def test_judge_failures_break_pairs_but_are_not_scores():
+    frame = instance_frame({("Baseline", "Baseline", "baseline", None):
+                            ([0.8, float("nan")], [0.4, 0.6])})
+    pairs = paired_scores(frame)
+    assert len(pairs) == 1
+    scores, _ = summarize(frame, FAST)
+    localized = scores[scores.setting == "localized"].iloc[0]
+    assert localized["score"] == pytest.approx(0.8) and localized["unscored"] == 1
+
+
+def table_frame():
+    return pd.concat([
+        instance_frame({
+            ("Baseline", "Baseline", "baseline", None): ([1, 0, 0, 0], [0, 0, 0, 0]),
+            ("BiPO [both]", "BiPO", "bipo", "both"): ([1, 1, 0, 0], [1, 0, 0, 0]),
+            ("YaPO [localized]", "YaPO", "yapo", "localized"): ([1, 1, 1, 0], [0, 0, 0, 0]),
+            ("YaPO [nonlocalized]", "YaPO", "yapo", "nonlocalized"): ([0, 0, 0, 0], [1, 1, 1, 1]),
+        }, country="usa"),
+        instance_frame({("Baseline", "Baseline", "baseline", None): ([1, 1, 0, 0], [1, 0, 0, 0])},
+                       country="uk"),
+    ], ignore_index=True)
+
+
+def test_cells_use_the_vector_trained_for_the_setting():
+    frame = table_frame()
+    localized = select_rows(frame, "YaPO", "usa", "localized")
+    assert set(localized["condition"]) == {"YaPO [localized]"}
+    nonlocalized = select_rows(frame, "YaPO", "usa", "nonlocalized")
+    assert set(nonlocalized["condition"]) == {"YaPO [nonlocalized]"}
+    both = select_rows(frame, "BiPO", "usa", "both")
+    assert len(both) == 8  # both forms
+
+
+def test_table_1_layout_and_deltas():
+    numbers, display = table_scores(table_frame(), FAST, task="mcq")
+    usa = numbers[numbers.country == "usa"].iloc[0]
+    assert usa["localized/Baseline"] == pytest.approx(25.0)
+    assert usa["localized/YaPO"] == pytest.approx(75.0)
+    assert usa["localized/YaPO Δ"] == pytest.approx(50.0)
+    assert usa["nonlocalized/YaPO"] == pytest.approx(100.0)  # the nonlocalized-trained vector
+    assert usa["both/BiPO"] == pytest.approx(37.5)
+    average = numbers[numbers.country == "Average"].iloc[0]
+    assert average["localized/Baseline"] == pytest.approx((25.0 + 50.0) / 2)
+    assert math.isnan(numbers[numbers.country == "uk"].iloc[0]["localized/YaPO"])
+    assert list(numbers.country) == ["usa", "uk", "Average"]  # the paper's country order
+    row = display[display.Country == "USA"].iloc[0]
+    assert row["Localized · YaPO"] == "75.0% (+50.0%)"
+    assert row["Localized · Baseline"] == "25.0%"
+
+
+def test_table_5_and_3_values():
+    frame = table_frame()
+    result = build_result(frame, None, FAST)
+    numbers, display = table_gap_by_country(result.gaps_long)
+    usa = numbers[(numbers.country == "usa") & (numbers.task == "mcq")].iloc[0]
+    # baseline: loc 0.25, non 0 -> PNLG 0.25/0.125 = 2, RCA 0
+    assert usa["PNLG/Baseline"] == pytest.approx(2.0, rel=1e-6)
+    assert usa["RCA/Baseline"] == pytest.approx(0.0)
+    # BiPO (trained on both, used for both forms): loc 0.5, non 0.25
+    assert usa["PNLG/BiPO"] == pytest.approx(0.25 / 0.375, rel=1e-6)
+    assert usa["RCA/BiPO"] == pytest.approx(100 * 2 * 0.5 * 0.25 / 0.75, rel=1e-6)
+    assert usa["PNLG/BiPO rel"] == pytest.approx((0.25 / 0.375 - 2) / 2, rel=1e-6)
+    assert usa["RCA/BiPO Δ"] == pytest.approx(usa["RCA/BiPO"])
+    # YaPO: localized cell from the localized vector (0.75), non-localized from the other (1.0)
+    assert usa["PNLG/YaPO"] == pytest.approx(-0.25 / 0.875, rel=1e-6)
+    assert "↓" in display.iloc[0]["PNLG ↓ · BiPO"]
+    instance_numbers, _ = table_gap_by_country(result.gaps_long, variant="instance")
+    usa_instance = instance_numbers[instance_numbers.country == "usa"].iloc[0]
+    assert usa_instance["RCA/BiPO"] == pytest.approx(25.0, rel=1e-6)  # only q0 right in both
+    by_language, _ = table_gap_by_language(result.gaps_long)
+    english = by_language[by_language.language == "english"].iloc[0]
+    uk_rca = 100 * 2 * 0.5 * 0.25 / 0.75
+    assert english["RCA/mcq/Baseline"] == pytest.approx((0.0 + uk_rca) / 2, rel=1e-6)
+    overall = by_language[by_language.language == "overall"].iloc[0]
+    assert overall["RCA/mcq/Baseline"] == pytest.approx(english["RCA/mcq/Baseline"])
+
+
+class FailingJudge(Judge):
+    name = "always-fails"
+
+    def score(self, request):
+        return Verdict(self.name, False, error="malformed reply", attempts=3)
+
+
+def test_open_ended_with_local_and_failing_judges(model, dense_vector):
+    items = [item for item in ITEMS if item.country == "usa"][:2]
+    config = EvalConfig(open_max_new_tokens=6, n_bootstrap=20, batch_size=2)
+    conditions = make_conditions([(dense_vector, None, "v")])
+    frame = evaluate_open(model, items, conditions, LocalJudge(), config, progress=False)
+    assert len(frame) == 2 * 2 * 2  # conditions x items x forms
+    assert frame["score"].between(0, 1).all() and frame["judge_ok"].all()
+    assert (frame["judge_total"] == frame["score"] * 10).all()
+    failed = evaluate_open(model, items, [BASELINE], FailingJudge(), config, progress=False)
+    assert failed["score"].isna().all() and not failed["judge_ok"].any()
+    scores, gaps = summarize(failed, config)
+    assert (scores["unscored"] == scores["n"]).all() and scores["score"].isna().all()
+    assert gaps.iloc[0]["n_pairs"] == 0
+
+
+def test_stability_over_epoch_checkpoints(model, tmp_path):
+    run = tmp_path / "usa-bipo"
+    generator = torch.Generator().manual_seed(0)
+    for epoch in (1, 2, 10):
+        vector = vector_from_tensor("bipo", 1, epoch * torch.randn(model.cfg.d_model,
+                                                                   generator=generator),
+                                    model, country="usa", setting="localized", epoch=epoch)
+        vector.save(run / "vectors" / f"epoch_{epoch:02d}")  # the layout train.py writes
+    assert [epoch for epoch, _ in find_epoch_vectors(run)] == [1, 2, 10]
+    assert resolve_vector_path(run) == run / "vectors" / "epoch_10"  # last epoch ...
+    vector.save(run / "vector")
+    assert resolve_vector_path(run) == run / "vector"  # ... unless the final vector is there
+    items = [item for item in ITEMS if item.country == "usa"]
+    stability = evaluate_stability(model, items, [run], VectorLoader(model), FAST,
+                                   progress=False)
+    steered = stability[stability.method == "bipo"]
+    assert sorted(steered["epoch"].unique()) == [1, 2, 10]
+    assert set(steered["setting"]) == {"localized", "nonlocalized", "both"}
+    assert len(stability[stability.method == "baseline"]) == 3
+    assert steered["accuracy"].between(0, 1).all()
+
+
+def test_write_results_writes_tables_and_settings(model, dense_vector, tmp_path):
+    conditions = make_conditions([(dense_vector, None, "v")])
+    mcq = evaluate_mcq(model, ITEMS, conditions, FAST, progress=False)
+    result = build_result(mcq, None, FAST)
+    files = write_results(result, tmp_path, FAST, {"countries": list(COUNTRIES)})
+    for name in ("mcq_instances", "scores", "gaps", "table1_mcq", "table1_mcq_md",
+                 "table3_gap_by_language", "table5_gap_by_country", "settings"):
+        assert files[name].is_file(), name
+    assert "BiPO" in (tmp_path / "table1_mcq.md").read_text()
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert settings["settings"]["config"]["n_bootstrap"] == 50
+    assert settings["settings"]["countries"] == list(COUNTRIES)
+
+
+def test_cli_end_to_end_on_the_tiny_model(model, sae, tmp_path, monkeypatch, capsys):
+    dataset = tmp_path / "english.jsonl"
+    dataset.write_text("".join(json.dumps(item.to_record()) + "\n" for item in ITEMS))
+    sae_dir = tmp_path / "sae"
+    sae.save_model(str(sae_dir))
+    dense = vector_from_tensor("bipo", 1, torch.randn(model.cfg.d_model), model, country="usa",
+                               setting="both", epoch=1)
+    dense.save(tmp_path / "bipo")
+    sparse = vector_from_tensor("yapo", 1, torch.rand(sae.cfg.d_sae), model, sae=sae,
+                                sae_info={"path": str(sae_dir)}, country="usa", setting="both",
+                                epoch=1)
+    sparse.save(tmp_path / "yapo")
+    import yapo_interp.models
+
+    monkeypatch.setattr(yapo_interp.models, "load_model", lambda name, device="cpu": model)
+    out = tmp_path / "out"
+    code = main(["--country", "usa", "uk", "--dataset", str(dataset), "--split", "all",
+                 "--max-items", "2", "--vectors", str(tmp_path / "bipo.safetensors"),
+                 str(tmp_path / "yapo"), "--multipliers", "1", "2", "--judge", "local",
+                 "--open-max-new-tokens", "4", "--bootstrap", "20", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "RCA" in printed and "PNLG" in printed and "weaker" in printed
+    table = pd.read_csv(out / "table1_mcq.csv")
+    assert {"localized/Baseline", "localized/BiPO", "localized/YaPO ×2",
+            "both/YaPO Δ"} <= set(table.columns)
+    assert (out / "table2_open.md").is_file() and (out / "table5_gap_by_country.md").is_file()
+    instances = pd.read_csv(out / "mcq_instances.csv")
+    assert len(instances) == 2 * 2 * 2 + 4 * 2 * 2  # baseline: 2 countries; 4 steered: usa
+    settings = json.loads((out / "settings.json").read_text())["settings"]
+    assert settings["judge_weaker"] and settings["multipliers"] == [1.0, 2.0]
+
+
+def test_cli_rejects_a_vector_for_another_country(model, tmp_path, monkeypatch):
+    from yapo_interp.errors import UserError
+
+    dataset = tmp_path / "english.jsonl"
+    dataset.write_text("".join(json.dumps(item.to_record()) + "\n" for item in ITEMS))
+    vector_from_tensor("bipo", 1, torch.randn(model.cfg.d_model), model,
+                       country="australia").save(tmp_path / "v")
+    import yapo_interp.models
+
+    monkeypatch.setattr(yapo_interp.models, "load_model", lambda name, device="cpu": model)
+    with pytest.raises(UserError, match="australia"):
+        main(["--country", "usa", "--dataset", str(dataset), "--vectors", str(tmp_path / "v"),
+              "--out", str(tmp_path / "out")])
+
+
+def test_condition_removes_hooks_after_an_exception(model, dense_vector):
+    condition = make_conditions([(dense_vector, None, "v")], include_baseline=False)[0]
+    assert isinstance(condition, Condition)
+    with pytest.raises(RuntimeError):
+        with condition.active(model):
+            assert any(hook_point.fwd_hooks for hook_point in model.hook_dict.values())
+            raise RuntimeError("boom")
+    assert all(not hook_point.fwd_hooks for hook_point in model.hook_dict.values())

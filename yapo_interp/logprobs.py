@@ -1,0 +1,200 @@
+"""Scoring responses: summed log-probabilities log π(y | x), the one way the toolkit scores text.
+
+Both the training objective (eq. 1 and 4 of the paper compare log π(y_w|x) and log π(y_l|x) under
+the steered and the unsteered model) and the evaluation (MCQ options are ranked by their
+log-likelihood) need the same quantity::
+
+    log π(y | x) = Σ_j log softmax(logits[P + j - 1])[y_j]      j = 0 .. len(y) - 1
+
+where ``P`` is the number of prompt tokens. Two details decide whether two implementations agree:
+
+* **Tokenization.** The prompt is tokenized *with* BOS, the response *without* BOS, and the two id
+  lists are concatenated. Tokenizing ``prompt + response`` as one string would let the tokenizer
+  merge characters across the boundary, so the "response tokens" would depend on the prompt.
+* **Padding.** Sequences of a batch are *right*-padded. With causal attention a real token never
+  attends to a later position, so trailing padding cannot change any log-probability we read (the
+  tests check padded against unpadded).
+
+Only the positions that predict response tokens go through the final norm and the unembedding
+(``ln_final`` + ``W_U``): with Gemma's 262k-token vocabulary the unembedding of every position
+dominates the cost of a forward pass. ``response_logprobs`` runs the model with whatever hooks are
+active, so inside ``steer(...)`` it scores under the steered model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+
+def tokenize_prompt(model: HookedTransformer, prompt: str) -> Int[torch.Tensor, "pos"]:
+    """Token ids of ``prompt`` with BOS prepended."""
+    return model.to_tokens(prompt, prepend_bos=True, truncate=False)[0].cpu()
+
+
+def tokenize_response(model: HookedTransformer, response: str) -> Int[torch.Tensor, "pos"]:
+    """Token ids of ``response`` without BOS (to be appended to a prompt's ids)."""
+    if response == "":
+        return torch.zeros(0, dtype=torch.long)
+    return model.to_tokens(response, prepend_bos=False, truncate=False)[0].cpu()
+
+
+def pad_token_id(model: HookedTransformer) -> int:
+    tokenizer = model.tokenizer
+    if tokenizer is not None and tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    return 0
+
+
+def right_pad(
+    sequences: Sequence[torch.Tensor], pad_value: float | int = 0
+) -> tuple[torch.Tensor, Int[torch.Tensor, "batch"]]:
+    """Stack 1-D (or [pos, ...]) tensors of different lengths into one right-padded tensor."""
+    lengths = torch.tensor([len(sequence) for sequence in sequences], dtype=torch.long)
+    width = int(lengths.max()) if len(sequences) else 0
+    first = sequences[0]
+    padded = torch.full((len(sequences), width, *first.shape[1:]), pad_value, dtype=first.dtype,
+                        device=first.device)
+    for row, sequence in enumerate(sequences):
+        padded[row, : len(sequence)] = sequence
+    return padded, lengths
+
+
+def response_positions(
+    prompt_lengths: Int[torch.Tensor, "batch"], response_lengths: Int[torch.Tensor, "batch"]
+) -> tuple[Int[torch.Tensor, "n"], Int[torch.Tensor, "n"], Int[torch.Tensor, "n"]]:
+    """For every response token of a batch of ``prompt + response`` sequences: its row, the
+    position whose logits predict it (``P + j - 1``), and its own position (``P + j``)."""
+    rows, predicting = [], []
+    for row, (prompt_length, response_length) in enumerate(
+        zip(prompt_lengths.tolist(), response_lengths.tolist())
+    ):
+        rows.append(torch.full((response_length,), row, dtype=torch.long))
+        predicting.append(torch.arange(prompt_length - 1, prompt_length - 1 + response_length))
+    rows_flat = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long)
+    predicting_flat = torch.cat(predicting) if predicting else torch.zeros(0, dtype=torch.long)
+    return rows_flat, predicting_flat, predicting_flat + 1
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision tensors to float32 before a log-softmax; float32/float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def unembedding_matrix(model: HookedTransformer) -> Float[torch.Tensor, "d_vocab d_model"]:
+    """``W_U`` transposed to ``[d_vocab, d_model]`` and made contiguous, once.
+
+    In this layout (the one ``nn.Linear`` and Hugging Face's ``lm_head`` use) the unembedding
+    matmul runs about 1.6x faster on a CPU than with ``W_U``'s ``[d_model, d_vocab]``.
+    TransformerLens 3.9's ``Unembed.forward`` makes this copy on *every* call (671 MB for Gemma's
+    262k-token vocabulary); callers that unembed repeatedly make it once and pass it around.
+    """
+    return model.unembed.W_U.detach().T.contiguous()
+
+
+def final_logits(
+    model: HookedTransformer,
+    resid_final: Float[torch.Tensor, "*batch d_model"],
+    unembedding: Float[torch.Tensor, "d_vocab d_model"] | None = None,
+) -> Float[torch.Tensor, "*batch d_vocab"]:
+    """``ln_final`` + unembedding + logit soft-cap, as ``HookedTransformer.forward`` ends; any
+    leading axes (``[batch, pos, d_model]`` or a gathered ``[n, d_model]``).
+
+    The unembedding is ``h @ W_U + b_U`` with the ``unembed.hook_in`` / ``hook_out`` hook points
+    called as the module would, computed with ``unembedding`` (from ``unembedding_matrix``) when
+    given, else directly with ``W_U`` (no copy). The result is the module's.
+    """
+    from transformer_lens.utilities import apply_softcap
+
+    residual = resid_final
+    if model.cfg.normalization_type is not None:
+        residual = model.ln_final(residual)
+    unembed = model.unembed
+    residual = unembed.hook_in(residual)
+    if unembedding is not None:
+        logits = F.linear(residual, unembedding, unembed.b_U)
+    else:
+        flat = torch.addmm(unembed.b_U, residual.reshape(-1, residual.shape[-1]), unembed.W_U)
+        logits = flat.reshape(*residual.shape[:-1], flat.shape[-1])
+    return apply_softcap(unembed.hook_out(logits), model.cfg.output_logits_soft_cap)
+
+
+def unembed_logprobs(
+    model: HookedTransformer,
+    resid_final: Float[torch.Tensor, "n d_model"],
+    targets: Int[torch.Tensor, "n"],
+    unembedding: Float[torch.Tensor, "d_vocab d_model"] | None = None,
+) -> Float[torch.Tensor, "n"]:
+    """log softmax(unembed(ln_final(h)))[target] for a set of final residual vectors.
+
+    This is exactly what ``HookedTransformer.forward`` does after its last block (final norm,
+    unembedding, logit soft-capping), applied only to the positions we need.
+    """
+    logits = final_logits(model, resid_final, unembedding)
+    # cross-entropy = −log softmax(logits)[target], fused: its backward never materialises the
+    # one-hot gather gradient over the vocabulary.
+    return -F.cross_entropy(upcast(logits), targets.to(logits.device), reduction="none")
+
+
+def sum_per_row(values: Float[torch.Tensor, "n"], rows: Int[torch.Tensor, "n"],
+                n_rows: int) -> Float[torch.Tensor, "batch"]:
+    """Sum ``values`` into ``n_rows`` buckets by ``rows`` (differentiable)."""
+    return torch.zeros(n_rows, dtype=values.dtype, device=values.device).index_add(
+        0, rows.to(values.device), values
+    )
+
+
+def final_residual(model: HookedTransformer, tokens: Int[torch.Tensor, "batch pos"]
+                   ) -> Float[torch.Tensor, "batch pos d_model"]:
+    """Run every block (with the active hooks) on right-padded tokens; stop before ``ln_final``."""
+    return model(tokens.to(model.cfg.device), padding_side="right",
+                 stop_at_layer=model.cfg.n_layers)
+
+
+def response_logprobs(
+    model: HookedTransformer,
+    prompts: list[str],
+    responses: list[str],
+    *,
+    batch_size: int = 8,
+) -> tuple[Float[torch.Tensor, "batch"], Int[torch.Tensor, "batch"]]:
+    """Summed log π(response | prompt) over the response tokens, and the number of those tokens.
+
+    The prompt is tokenized with BOS, the response without BOS and appended (no merges across the
+    boundary). Runs under whatever hooks are active on ``model`` (so inside ``steer(...)`` it scores
+    the steered model); no gradient. Sequences are batched by length to limit padding; results
+    come back in input order. An empty response scores 0 with 0 tokens.
+    """
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    prompt_ids = [tokenize_prompt(model, prompt) for prompt in prompts]
+    response_ids = [tokenize_response(model, response) for response in responses]
+    totals = torch.zeros(len(prompts), dtype=torch.promote_types(model.cfg.dtype, torch.float32))
+    counts = torch.tensor([len(ids) for ids in response_ids], dtype=torch.long)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]) + len(response_ids[i]))
+    pad = pad_token_id(model)
+    # transposing W_U once pays for itself beyond a few hundred scored tokens
+    unembedding = unembedding_matrix(model) if int(counts.sum()) >= 256 else None
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            sequences = [torch.cat([prompt_ids[i], response_ids[i]]) for i in chunk]
+            tokens, _ = right_pad(sequences, pad)
+            prompt_lengths = torch.tensor([len(prompt_ids[i]) for i in chunk])
+            rows, predicting, target_positions = response_positions(prompt_lengths, counts[chunk])
+            if len(rows) == 0:
+                continue
+            resid = final_residual(model, tokens)
+            token_logprobs = unembed_logprobs(
+                model, resid[rows.to(resid.device), predicting.to(resid.device)],
+                tokens[rows, target_positions], unembedding,
+            )
+            totals[chunk] = sum_per_row(token_logprobs, rows, len(chunk)).cpu().to(totals.dtype)
+    return totals, counts

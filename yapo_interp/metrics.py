@@ -1,0 +1,185 @@
+"""Evaluation metrics of section 3.1 of the YaPO paper: accuracy, PNLG and RCA, with bootstrap CIs.
+
+Every cultural question is asked twice: a *localized* prompt ``x_loc`` that names the country
+("I'm from Egypt, ...") and its *non-localized* twin ``x_nonloc`` that carries only dialect and
+situation cues. For a model π and the culturally correct answer ``y*`` the paper defines the
+per-instance correctness scores (Definition 1)
+
+    p_loc = S_π(x_loc, y*),        p_non = S_π(x_nonloc, y*),
+
+where ``S_π`` is 1/0 accuracy for multiple-choice questions and a judge score for open-ended
+generation (this toolkit rescales the judge's 0-10 total to [0, 1] before using it here). With
+``p̄ = (p_loc + p_non) / 2``:
+
+* **PNLG** — performance-normalized localization gap, eq. (5):
+  "PNLG_α(π) = E_{(x_loc, x_nonloc, y*) ~ D} [ (p_loc − p_non) / (p̄^α + ε) ], with ε > 0
+  arbitrarily small for numerical stability and α ∈ [0, 1] controlling the strength of the
+  normalization."
+  α = 0 is the raw gap, α = 1 (the paper's default) divides by the mean performance, so that a weak
+  model cannot look "gap-free" merely because both accuracies are near zero. Lower is better.
+* **RCA** — robust cultural accuracy, eq. (6): "the harmonic mean of localized and non-localized
+  accuracies: RCA(π) = E [ 2·p_loc·p_non / (p_loc + p_non + ε) ]". Higher is better.
+
+Two ways to take the expectation, both provided:
+
+* per instance (``pnlg``, ``rca``): the definitions as written — the ratio is computed for every
+  localized/non-localized pair of the same question and country, then averaged. With 0/1 MCQ
+  scores an instance contributes to RCA only when *both* forms are answered correctly, and to
+  PNLG ±2 when exactly one is.
+* on aggregate accuracies (``pnlg_aggregate``, ``rca_aggregate``): the same formula applied once to
+  the mean localized and mean non-localized scores. This is what the paper's tables 3 and 5 report:
+  e.g. Egypt, MCQ baseline, localized 43.1% and non-localized 36.0% (table 1) give
+  (0.431 − 0.360) / 0.3955 = 0.180 = PNLG and 2·0.431·0.360 / 0.791 = 39.2% = RCA (table 5).
+
+``bootstrap_ci`` resamples instances (pairs stay together) to put a percentile confidence interval
+on any of these statistics. All functions are pure: arrays in, floats out, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from jaxtyping import Float
+
+ArrayLike = Sequence[float] | np.ndarray
+Scores = Float[np.ndarray, "batch"]
+
+DEFAULT_EPS = 1e-8
+
+
+def _scores(values: ArrayLike, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if np.isnan(array).any():
+        raise ValueError(f"{name} contains NaN: drop failed instances before computing metrics")
+    if (array < 0).any():
+        raise ValueError(f"{name} contains negative scores; S_π(x, y*) must be >= 0")
+    return array
+
+
+def _pair(p_loc: ArrayLike, p_non: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    loc, non = _scores(p_loc, "p_loc"), _scores(p_non, "p_non")
+    if loc.shape != non.shape:
+        raise ValueError(f"p_loc has {loc.size} instances but p_non has {non.size}: they must be "
+                         "paired (same question and country, one localized and one non-localized)")
+    if loc.size == 0:
+        raise ValueError("no instances: cannot average over an empty set")
+    return loc, non
+
+
+def accuracy(correct: ArrayLike) -> float:
+    """Mean of per-instance 0/1 correctness (or of any per-instance score)."""
+    scores = _scores(correct, "correct")
+    if scores.size == 0:
+        raise ValueError("no instances: accuracy of an empty set is undefined")
+    return float(scores.mean())
+
+
+def pnlg_terms(p_loc: ArrayLike, p_non: ArrayLike, alpha: float = 1.0,
+               eps: float = DEFAULT_EPS) -> Scores:
+    """Per-instance PNLG terms ``(p_loc − p_non) / (p̄^α + ε)`` of eq. (5) (``0**0`` is 1)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha={alpha} is outside [0, 1], the range eq. (5) allows")
+    if eps <= 0:
+        raise ValueError(f"eps={eps} must be > 0 (it guards against division by zero)")
+    loc, non = _pair(p_loc, p_non)
+    mean = (loc + non) / 2.0
+    return (loc - non) / (np.power(mean, alpha) + eps)
+
+
+def rca_terms(p_loc: ArrayLike, p_non: ArrayLike, eps: float = DEFAULT_EPS) -> Scores:
+    """Per-instance RCA terms ``2·p_loc·p_non / (p_loc + p_non + ε)`` of eq. (6)."""
+    if eps <= 0:
+        raise ValueError(f"eps={eps} must be > 0 (it guards against division by zero)")
+    loc, non = _pair(p_loc, p_non)
+    return 2.0 * loc * non / (loc + non + eps)
+
+
+def pnlg(p_loc: ArrayLike, p_non: ArrayLike, alpha: float = 1.0, eps: float = DEFAULT_EPS) -> float:
+    """Performance-normalized localization gap, eq. (5), averaged over paired instances.
+
+    "PNLG_α(π) = E[(p_loc − p_non) / (p̄^α + ε)]" with p̄ = (p_loc + p_non)/2, α ∈ [0, 1]
+    (default 1) and ε > 0 small. Lower is better; negative means the non-localized form scores
+    higher.
+    """
+    return float(pnlg_terms(p_loc, p_non, alpha, eps).mean())
+
+
+def rca(p_loc: ArrayLike, p_non: ArrayLike, eps: float = DEFAULT_EPS) -> float:
+    """Robust cultural accuracy, eq. (6), averaged over paired instances.
+
+    "RCA(π) = E[2·p_loc·p_non / (p_loc + p_non + ε)]": the harmonic mean of the localized and
+    non-localized scores of each instance. Higher is better.
+    """
+    return float(rca_terms(p_loc, p_non, eps).mean())
+
+
+def pnlg_aggregate(acc_loc: float, acc_non: float, alpha: float = 1.0,
+                   eps: float = DEFAULT_EPS) -> float:
+    """Eq. (5) applied to mean accuracies (as the paper's tables 3 and 5 report it)."""
+    return float(pnlg_terms([acc_loc], [acc_non], alpha, eps)[0])
+
+
+def rca_aggregate(acc_loc: float, acc_non: float, eps: float = DEFAULT_EPS) -> float:
+    """Eq. (6) applied to mean accuracies: the harmonic mean of the two accuracies."""
+    return float(rca_terms([acc_loc], [acc_non], eps)[0])
+
+
+def relative_change(value: float, baseline: float, eps: float = DEFAULT_EPS) -> float:
+    """Relative change ``(value − baseline) / |baseline|`` (the "(↑x%)" of tables 3 and 5).
+
+    NaN when the baseline is 0 (within ``eps``): a change relative to nothing is undefined.
+    """
+    if abs(baseline) <= eps:
+        return float("nan")
+    return float((value - baseline) / abs(baseline))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a bootstrap percentile confidence interval."""
+
+    value: float
+    low: float
+    high: float
+    confidence: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def bootstrap_ci(statistic: Callable[..., float], *arrays: ArrayLike, n_resamples: int = 1000,
+                 confidence: float = 0.95, seed: int = 0) -> Interval:
+    """Percentile bootstrap CI of ``statistic(*arrays)``, resampling instances with replacement.
+
+    All ``arrays`` are indexed by the same instances and resampled together, so localized and
+    non-localized scores of a pair stay paired: ``bootstrap_ci(rca, p_loc, p_non)``,
+    ``bootstrap_ci(accuracy, correct)``, or any ``lambda loc, non: ...``.
+    """
+    if not arrays:
+        raise ValueError("bootstrap_ci needs at least one array of per-instance scores")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence} must be in (0, 1)")
+    columns = [np.asarray(array, dtype=np.float64).reshape(-1) for array in arrays]
+    n = columns[0].size
+    if any(column.size != n for column in columns):
+        raise ValueError("all arrays given to bootstrap_ci must have one entry per instance")
+    if n == 0:
+        raise ValueError("no instances to bootstrap")
+    value = float(statistic(*columns))
+    if n == 1 or n_resamples < 1:
+        return Interval(value, value, value, confidence, n)
+    rng = np.random.default_rng(seed)
+    indices = rng.integers(0, n, size=(n_resamples, n))
+    samples = np.array([statistic(*(column[rows] for column in columns)) for rows in indices])
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(samples, [tail, 100.0 - tail])
+    return Interval(value, float(low), float(high), confidence, n)
+
+
+__all__ = [
+    "DEFAULT_EPS", "Interval", "accuracy", "bootstrap_ci", "pnlg", "pnlg_aggregate",
+    "pnlg_terms", "rca", "rca_aggregate", "rca_terms", "relative_change",
+]

@@ -1,0 +1,411 @@
+"""Activation steering: dense (BiPO, CAA) and sparse (YaPO, SAS) interventions, applied by hooks.
+
+A steering vector changes the residual stream ``h = A_L(x)`` after block ``L``
+(``blocks.L.hook_resid_post``) at *every* position, prompt and generated tokens alike.
+
+**Dense steering** (BiPO, Cao et al. 2024; CAA) adds a vector ``v ∈ R^{d_model}`` — eq. 2::
+
+    h' = h + d · λ · v
+
+**Sparse steering** (YaPO; SAS, Bayat et al. 2025) adds ``v ∈ R^{d_sae}`` to the code of a sparse
+autoencoder (SAE) and decodes — eq. 3::
+
+    h' = Dec( ReLU( Enc(h) + d · λ · v ) )  +  ( h − Dec(Enc(h)) )
+         └──────── steered reconstruction ──┘   └─ residual correction ─┘
+
+The residual correction adds back what the SAE fails to reconstruct, so a zero vector leaves the
+model exactly unchanged; the ReLU keeps the steered code non-negative, like the SAE's own codes.
+``Enc`` and ``Dec`` are SAELens's ``sae.encode`` / ``sae.decode``, so standard, JumpReLU and TopK
+SAEs all work (``Enc`` already includes the SAE's own activation function). This is the same as
+SAELens's ``HookedSAETransformer.add_sae(sae, use_error_term=True)`` with a hook on
+``hook_sae_acts_post`` returning ``ReLU(acts + d·λ·v)`` (tested in ``tests/test_steering.py``).
+
+``d ∈ {−1, +1}`` picks the direction (towards the preferred or the dispreferred behaviour) and ``λ``
+the strength. Interventions are pure functions (``dense_intervention``, ``sparse_intervention``);
+``steer(model, vectors, ...)`` applies one or several vectors as TransformerLens hooks inside a
+``with`` block — every forward pass and ``model.generate()`` inside it is steered, and the hooks are
+removed on exit, exceptions included::
+
+    vector = SteeringVector.load("runs/train/vector", model=model, sae=sae)
+    with steer(model, vector, multipliers=2.0, direction=+1, saes=sae):
+        print(model.generate("The best dish for a family dinner is", max_new_tokens=30))
+
+``SteeringVector`` is saved as ``PATH.safetensors`` (the tensor) plus ``PATH.json`` (method, layer,
+model, SAE identity and fingerprint, training settings, dataset hash, epoch); ``load`` checks that
+the model, layer and SAE fit and says what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Float
+
+from yapo_interp.errors import UserError
+from yapo_interp.io import atomic_path, write_json
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
+    from transformer_lens import HookedTransformer
+
+DENSE_METHODS = ("bipo", "caa")
+SPARSE_METHODS = ("yapo", "sas")
+METHODS = DENSE_METHODS + SPARSE_METHODS
+VECTOR_FORMAT = 1
+
+
+def hook_name_for(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_post"
+
+
+# --------------------------------------------------------------------------------------------
+# The interventions (pure functions)
+# --------------------------------------------------------------------------------------------
+
+
+def dense_intervention(
+    h: Float[torch.Tensor, "... d_model"],
+    v: Float[torch.Tensor, "d_model"],
+    strength: float | torch.Tensor = 1.0,
+) -> Float[torch.Tensor, "... d_model"]:
+    """Eq. 2: ``h + strength · v`` with ``strength = d · λ``."""
+    return h + strength * v.to(h.dtype)
+
+
+def sparse_intervention(
+    h: Float[torch.Tensor, "... d_model"],
+    v: Float[torch.Tensor, "d_sae"],
+    sae: SAE,
+    strength: float | torch.Tensor = 1.0,
+) -> Float[torch.Tensor, "... d_model"]:
+    """Eq. 3: ``Dec(ReLU(Enc(h) + strength · v)) + (h − Dec(Enc(h)))`` with ``strength = d · λ``.
+
+    The SAE stays frozen; gradients flow to ``v`` (and to ``h``) only. The reconstruction error is
+    computed under ``no_grad`` as in SAELens's ``SAE.forward`` with ``use_error_term``: it does not
+    depend on ``v``.
+    """
+    codes = sae.encode(h)
+    steered = sae.decode(torch.relu(codes + strength * v.to(codes.dtype)))
+    with torch.no_grad():
+        error = h - sae.decode(codes)
+    return steered + error
+
+
+def intervention(
+    h: Float[torch.Tensor, "... d_model"],
+    v: torch.Tensor,
+    strength: float | torch.Tensor = 1.0,
+    sae: SAE | None = None,
+) -> Float[torch.Tensor, "... d_model"]:
+    """Dense (``sae is None``) or sparse steering of ``h`` by ``v``."""
+    if sae is None:
+        return dense_intervention(h, v, strength)
+    return sparse_intervention(h, v, sae, strength)
+
+
+# --------------------------------------------------------------------------------------------
+# SAE identity: what a vector remembers about the SAE it lives in
+# --------------------------------------------------------------------------------------------
+
+
+def sae_fingerprint(sae: SAE) -> str:
+    """A short hash of the SAE's architecture and weights (64 sampled features of every tensor
+    with a d_sae axis, all of the others): equal SAEs, equal fingerprint; cheap at 65k width."""
+    with torch.no_grad():
+        d_sae = int(sae.cfg.d_sae)
+        features = torch.linspace(0, d_sae - 1, steps=min(64, d_sae)).round().long()
+        digest = hashlib.sha256(sae.cfg.architecture().encode())
+        for name, tensor in sorted(sae.state_dict().items()):
+            if tensor.ndim >= 1 and tensor.shape[0] == d_sae:
+                tensor = tensor[features.to(tensor.device)]
+            elif tensor.ndim == 2 and tensor.shape[1] == d_sae:
+                tensor = tensor[:, features.to(tensor.device)]
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def sae_layer_of(sae: SAE) -> int | None:
+    hook_name = sae.cfg.metadata.hook_name if sae.cfg.metadata else None
+    if hook_name and hook_name.startswith("blocks.") and hook_name.endswith("hook_resid_post"):
+        return int(hook_name.split(".")[1])
+    return None
+
+
+def sae_description(sae: SAE, *, release: str | None = None, sae_id: str | None = None,
+                    path: str | Path | None = None) -> dict[str, Any]:
+    """The SAE block of a vector's metadata: where it comes from and how to recognise it."""
+    metadata = sae.cfg.metadata
+    return {
+        "release": release,
+        "id": sae_id,
+        "path": str(path) if path is not None else None,
+        "architecture": sae.cfg.architecture(),
+        "d_sae": int(sae.cfg.d_sae),
+        "hook_name": metadata.hook_name if metadata else None,
+        "fingerprint": sae_fingerprint(sae),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# SteeringVector
+# --------------------------------------------------------------------------------------------
+
+
+def _base_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        return path.with_suffix("")
+    return path
+
+
+@dataclass
+class SteeringVector:
+    """A learned (BiPO, YaPO) or averaged (CAA, SAS) steering vector at one layer.
+
+    ``vector`` has ``d_model`` entries for the dense methods (bipo, caa) and ``d_sae`` entries for
+    the sparse ones (yapo, sas). ``metadata`` records the model, hook name, SAE (release, id, path,
+    fingerprint), d_model, d_sae, training settings, dataset hash, epoch, country, setting and
+    creation time.
+    """
+
+    method: str
+    layer: int
+    vector: torch.Tensor
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"Unknown steering method {self.method!r}; use one of "
+                            f"{', '.join(METHODS)}.")
+        if self.vector.ndim != 1:
+            raise UserError(f"A steering vector must be 1-D, got shape {tuple(self.vector.shape)}.")
+
+    @property
+    def is_sparse(self) -> bool:
+        return self.method in SPARSE_METHODS
+
+    @property
+    def hook_name(self) -> str:
+        return hook_name_for(self.layer)
+
+    def __repr__(self) -> str:
+        space = "d_sae" if self.is_sparse else "d_model"
+        return (f"SteeringVector(method={self.method!r}, layer={self.layer}, "
+                f"{space}={self.vector.numel()}, norm={self.vector.norm():.4g}, "
+                f"epoch={self.metadata.get('epoch')})")
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``PATH.safetensors`` and ``PATH.json`` atomically; return the safetensors path."""
+        from safetensors.torch import save_file
+
+        base = _base_path(path)
+        tensor_path = base.with_name(base.name + ".safetensors")
+        with atomic_path(tensor_path) as temporary:
+            save_file({"vector": self.vector.detach().float().cpu().contiguous()},
+                      str(temporary), metadata={"method": self.method, "layer": str(self.layer)})
+        metadata = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    **self.metadata}
+        write_json(base.with_name(base.name + ".json"),
+                   {"format": VECTOR_FORMAT, "method": self.method, "layer": self.layer,
+                    "metadata": metadata})
+        return tensor_path
+
+    @classmethod
+    def load(cls, path: str | Path, *, model: HookedTransformer | None = None,
+             sae: SAE | None = None) -> SteeringVector:
+        """Read a vector saved by ``save``; with ``model``/``sae``, check that it fits them."""
+        from safetensors.torch import load_file
+
+        base = _base_path(path)
+        json_path = base.with_name(base.name + ".json")
+        tensor_path = base.with_name(base.name + ".safetensors")
+        for needed in (json_path, tensor_path):
+            if not needed.is_file():
+                raise UserError(f"No steering vector at {base}: {needed} is missing (a vector is "
+                                "a .safetensors file plus a .json file with the same name).")
+        header = json.loads(json_path.read_text(encoding="utf-8"))
+        vector = load_file(str(tensor_path))["vector"]
+        loaded = cls(method=header["method"], layer=int(header["layer"]), vector=vector,
+                     metadata=header.get("metadata", {}))
+        if model is not None or sae is not None:
+            loaded.check_fits(model=model, sae=sae, source=str(base))
+        return loaded
+
+    def mismatches(self, *, model: HookedTransformer | None = None,
+                   sae: SAE | None = None) -> list[str]:
+        """What differs between this vector's training setup and ``model`` / ``sae``."""
+        problems = []
+        meta = self.metadata
+        if model is not None:
+            trained_on = meta.get("model")
+            if trained_on and trained_on != model.cfg.model_name:
+                problems.append(f"model: trained on {trained_on!r}, given "
+                                f"{model.cfg.model_name!r}")
+            if meta.get("d_model") and meta["d_model"] != model.cfg.d_model:
+                problems.append(f"d_model: vector's model has {meta['d_model']}, given model "
+                                f"has {model.cfg.d_model}")
+            if not 0 <= self.layer < model.cfg.n_layers:
+                problems.append(f"layer: vector is for layer {self.layer}, the model has layers "
+                                f"0..{model.cfg.n_layers - 1}")
+            if not self.is_sparse and self.vector.numel() != model.cfg.d_model:
+                problems.append(f"width: dense vector has {self.vector.numel()} entries, the "
+                                f"model's d_model is {model.cfg.d_model}")
+        if sae is not None and self.is_sparse:
+            if self.vector.numel() != sae.cfg.d_sae:
+                problems.append(f"d_sae: vector has {self.vector.numel()} entries, the SAE has "
+                                f"d_sae={sae.cfg.d_sae}")
+            layer = sae_layer_of(sae)
+            if layer is not None and layer != self.layer:
+                problems.append(f"layer: vector is for layer {self.layer}, the SAE reads layer "
+                                f"{layer}")
+            expected = (meta.get("sae") or {}).get("fingerprint")
+            same_width = self.vector.numel() == sae.cfg.d_sae
+            if expected and same_width and expected != sae_fingerprint(sae):
+                described = meta.get("sae") or {}
+                origin = described.get("path") or "/".join(
+                    str(part) for part in (described.get("release"), described.get("id")) if part
+                ) or "another SAE"
+                problems.append(f"SAE weights: the vector was trained with {origin} "
+                                f"(fingerprint {expected}), the given SAE differs "
+                                f"(fingerprint {sae_fingerprint(sae)})")
+            if model is not None and sae.cfg.d_in != model.cfg.d_model:
+                problems.append(f"SAE d_in={sae.cfg.d_in} but the model's d_model is "
+                                f"{model.cfg.d_model}")
+        return problems
+
+    def check_fits(self, *, model: HookedTransformer | None = None, sae: SAE | None = None,
+                   source: str = "the steering vector") -> None:
+        problems = self.mismatches(model=model, sae=sae)
+        if problems:
+            raise UserError(f"{source} ({self.method}, layer {self.layer}) does not fit: "
+                            + "; ".join(problems) + ".")
+
+
+# --------------------------------------------------------------------------------------------
+# Applying vectors: hooks and the `steer` context manager
+# --------------------------------------------------------------------------------------------
+
+
+def _as_list(value: Any, length: int, name: str) -> list[float]:
+    if isinstance(value, (int, float)):
+        return [float(value)] * length
+    values = [float(item) for item in value]
+    if len(values) != length:
+        raise UserError(f"Got {len(values)} {name} for {length} steering vectors; give one "
+                        "number, or one per vector.")
+    return values
+
+
+def _sae_for(layer: int, saes: SAE | Mapping[int, SAE] | None, method: str) -> SAE:
+    if saes is None:
+        raise UserError(f"The {method} vector at layer {layer} lives in SAE space: pass the SAE "
+                        "it was trained with, e.g. steer(model, vector, saes=sae).")
+    if isinstance(saes, Mapping):
+        if layer not in saes:
+            raise UserError(f"No SAE given for layer {layer} (saes has layers "
+                            f"{sorted(saes)}); add saes[{layer}].")
+        return saes[layer]
+    return saes
+
+
+def steering_hooks(
+    model: HookedTransformer,
+    vectors: SteeringVector | Sequence[SteeringVector],
+    *,
+    multipliers: float | Sequence[float] = 1.0,
+    direction: int = 1,
+    saes: SAE | Mapping[int, SAE] | None = None,
+) -> list[tuple[str, Any]]:
+    """The ``(hook_name, fn)`` pairs that apply ``vectors``; one hook per layer.
+
+    Vectors at the same layer are combined before they are applied: the sparse ones are summed in
+    code space (``Dec(ReLU(Enc(h) + Σ d·λ_i·v_i)) + error``), then the dense ones are added
+    (``+ Σ d·λ_i·v_i``).
+    """
+    if isinstance(vectors, SteeringVector):
+        vectors = [vectors]
+    vectors = list(vectors)
+    if direction not in (-1, 1):
+        raise UserError(f"direction must be +1 or -1, got {direction!r}.")
+    strengths = _as_list(multipliers, len(vectors), "multipliers")
+    dense: dict[int, torch.Tensor] = {}
+    sparse: dict[int, torch.Tensor] = {}
+    layer_saes: dict[int, SAE] = {}
+    for vector, strength in zip(vectors, strengths):
+        problems = vector.mismatches(model=model)
+        if vector.is_sparse:
+            sae = _sae_for(vector.layer, saes, vector.method)
+            problems += vector.mismatches(sae=sae)
+            if layer_saes.setdefault(vector.layer, sae) is not sae:
+                problems.append("two different SAEs for the same layer")
+        if problems:
+            raise UserError(f"Cannot apply {vector!r}: " + "; ".join(problems) + ".")
+        bucket = sparse if vector.is_sparse else dense
+        delta = direction * strength * vector.vector.detach().float()
+        bucket[vector.layer] = bucket[vector.layer] + delta if vector.layer in bucket else delta
+
+    hooks = []
+    for layer in sorted(set(dense) | set(sparse)):
+        def hook(h, hook, layer=layer):  # noqa: ARG001 - TransformerLens hook signature
+            if layer in sparse:
+                h = sparse_intervention(h, sparse[layer].to(h.device), layer_saes[layer])
+            if layer in dense:
+                h = dense_intervention(h, dense[layer].to(h.device))
+            return h
+        hooks.append((hook_name_for(layer), hook))
+    return hooks
+
+
+@contextmanager
+def steer(
+    model: HookedTransformer,
+    vectors: SteeringVector | Sequence[SteeringVector],
+    *,
+    multipliers: float | Sequence[float] = 1.0,
+    direction: int = 1,
+    saes: SAE | Mapping[int, SAE] | None = None,
+) -> Iterator[HookedTransformer]:
+    """Inside the block, every forward pass and ``model.generate()`` of ``model`` is steered.
+
+    dense ``h' = h + d·λ·v`` (eq. 2); sparse ``h' = Dec(ReLU(Enc(h) + d·λ·v)) + (h − Dec(Enc(h)))``
+    (eq. 3), at ``blocks.{layer}.hook_resid_post``, all positions. ``multipliers`` is λ (one number
+    or one per vector), ``direction`` is d (+1 or −1), ``saes`` the SAE of the sparse vectors (one
+    SAE, or a mapping layer → SAE). The hooks are removed on exit, also after an exception.
+    """
+    hooks = steering_hooks(model, vectors, multipliers=multipliers, direction=direction, saes=saes)
+    with model.hooks(fwd_hooks=hooks):
+        yield model
+
+
+def vector_from_tensor(
+    method: str,
+    layer: int,
+    vector: torch.Tensor,
+    model: HookedTransformer,
+    *,
+    sae: SAE | None = None,
+    sae_info: Mapping[str, Any] | None = None,
+    **metadata: Any,
+) -> SteeringVector:
+    """Wrap a tensor as a ``SteeringVector`` with the model/SAE part of the metadata filled in
+    (the SAE is recorded for the sparse methods only)."""
+    sparse = sae is not None and method in SPARSE_METHODS
+    base = {
+        "model": model.cfg.model_name,
+        "hook_name": hook_name_for(layer),
+        "d_model": int(model.cfg.d_model),
+        "d_sae": int(sae.cfg.d_sae) if sparse else None,
+        "sae": ({**sae_description(sae), **{k: v for k, v in (sae_info or {}).items()
+                                             if v is not None}} if sparse else None),
+    }
+    return SteeringVector(method=method, layer=layer, vector=vector.detach().float().cpu().clone(),
+                          metadata={**base, **metadata})

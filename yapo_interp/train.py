@@ -1,0 +1,478 @@
+"""Training steering vectors: BiPO and YaPO by preference optimisation, CAA and SAS by averaging.
+
+**BiPO / YaPO** (algorithm 1 of the paper). ``v`` starts at zero; each minibatch of ``B``
+preference triples draws one direction ``d ~ U{−1, +1}`` and takes an AdamW step on the loss of
+eq. 1 (BiPO, dense ``v ∈ R^{d_model}``) or eq. 4 (YaPO, sparse ``v ∈ R^{d_sae}`` steering through a
+frozen SAE); the model and the SAE stay frozen, ``λ = 1``. Defaults are appendix A's: AdamW
+(β₁ 0.9, β₂ 0.999, weight decay 0.05), learning rate 5e-4, cosine schedule with 100 warm-up steps,
+batch 4, 20 epochs; β = 0.1 (appendix A does not state β; 0.1 is BiPO's default).
+The loss is computed by ``objective.PreferenceObjective`` with the fast path on (cached layer-L
+activations and reference log-probs, unembedding at response positions only, chosen and rejected
+batched with a shared prompt) — proven equal to the plain computation in
+``tests/test_objective.py``.
+
+**CAA** (Panickssery et al., 2024) — the mean difference of layer-L activations between chosen and
+rejected responses, ``v = mean_i( mean_t h_t(x_i + y_w^i) ) − mean_i( mean_t h_t(x_i + y_l^i) )``
+with ``t`` running over the response tokens. **SAS** (Bayat et al., 2025) — the same in SAE code
+space, ``Enc(h_t)`` instead of ``h_t``. Both are one pass over the data; they are applied with eq. 2
+and eq. 3 like BiPO and YaPO.
+
+Outputs in ``--out``: ``log.jsonl`` (one record per step: ``step, epoch, train_loss, direction,
+lr``; eval records: ``step, epoch, eval_loss, eval_loss_plus, eval_loss_minus`` — eval loss is the
+objective's expectation over ``d = ±1`` on held-out pairs), ``vectors/epoch_XX`` (a vector after
+each epoch, XX from 01), ``vector`` (the final one), ``checkpoint.pt`` (v, optimizer, scheduler, RNG
+state, step; written atomically each epoch) and ``run.json`` (settings and versions). Re-running
+the same command resumes from the checkpoint; the same seed gives the same vector.
+
+    python -m yapo_interp.train --method yapo --country egypt --setting localized
+    python -m yapo_interp.train --method bipo --behaviour-csv power_seeking.csv --epochs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from yapo_interp.cli import add_common_args, model_name, preset_from_args, run_cli, set_seed
+from yapo_interp.errors import UserError
+from yapo_interp.io import append_jsonl, atomic_path, read_jsonl, run_info, write_json, write_text
+from yapo_interp.objective import FastPath, PreferenceObjective
+from yapo_interp.steering import (
+    METHODS,
+    SPARSE_METHODS,
+    SteeringVector,
+    sae_layer_of,
+    vector_from_tensor,
+)
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
+    from transformer_lens import HookedTransformer
+
+    from yapo_interp.data import PreferencePair
+
+CHECKPOINT = "checkpoint.pt"
+DEFAULT_OUT = Path("runs/train/METHOD-COUNTRY-SETTING-LLAYER")
+LOG = "log.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings: appendix A's defaults, BiPO's where the paper is silent (β)."""
+
+    method: str = "yapo"  # yapo | bipo | caa | sas
+    layer: int | None = None  # None: the SAE's layer (yapo/sas), else required
+    beta: float = 0.1  # not given in appendix A; BiPO's default
+    multiplier: float = 1.0  # λ during training
+    lr: float = 5e-4
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    batch_size: int = 4
+    epochs: int = 20
+    seed: int = 0
+    eval_every: int = 0  # steps between eval-loss records; 0 = at the end of every epoch
+    # fast path (see objective.py); all False = the plain computation
+    cache_activations: bool = True
+    cache_reference: bool = True
+    response_only_unembed: bool = True
+    batch_chosen_rejected: bool = True
+    share_prompt: bool = True
+    forward_batch_size: int = 8  # sequences per forward when caching activations / CAA / SAS
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"Unknown method {self.method!r}; use one of {', '.join(METHODS)}.")
+        for name in ("batch_size", "epochs", "forward_batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.beta <= 0:
+            raise UserError(f"beta must be positive, got {self.beta}.")
+        if self.lr <= 0:
+            raise UserError(f"lr must be positive, got {self.lr}.")
+        self.fast_path()  # validates the flag combination
+
+    def fast_path(self) -> FastPath:
+        return FastPath(self.cache_activations, self.cache_reference, self.response_only_unembed,
+                        self.batch_chosen_rejected, self.share_prompt)
+
+    @property
+    def is_sparse(self) -> bool:
+        return self.method in SPARSE_METHODS
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def frozen(*modules: torch.nn.Module | None) -> Iterator[None]:
+    """Turn off gradients of every parameter of ``modules``; restore the flags afterwards."""
+    saved = [(parameter, parameter.requires_grad)
+             for module in modules if module is not None for parameter in module.parameters()]
+    for parameter, _ in saved:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in saved:
+            parameter.requires_grad_(flag)
+
+
+def pairs_hash(pairs: Sequence[PreferencePair]) -> str:
+    """A fingerprint of preference pairs (their texts, in order)."""
+    digest = hashlib.sha256()
+    for pair in pairs:
+        digest.update(json.dumps([pair.prompt, pair.chosen, pair.rejected]).encode())
+    return digest.hexdigest()[:16]
+
+
+def resolve_layer(config: TrainConfig, sae: SAE | None) -> int:
+    sae_layer = sae_layer_of(sae) if sae is not None else None
+    if config.is_sparse and sae is None:
+        raise UserError(f"--method {config.method} steers in SAE space: give an SAE (the preset's, "
+                        "or --sae).")
+    layer = config.layer if config.layer is not None else sae_layer
+    if layer is None:
+        raise UserError("Say which layer to steer (TrainConfig.layer / --layer).")
+    if config.is_sparse and sae_layer is not None and sae_layer != layer:
+        raise UserError(f"The SAE reads layer {sae_layer} but the vector is for layer {layer}; "
+                        "use the SAE trained on that layer.")
+    return layer
+
+
+# --------------------------------------------------------------------------------------------
+# CAA and SAS: mean differences
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def mean_difference_vector(
+    model: HookedTransformer,
+    pairs: Sequence[PreferencePair],
+    layer: int,
+    *,
+    sae: SAE | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> torch.Tensor:
+    """CAA (``sae=None``: in the residual stream) or SAS (in SAE code space): the mean over pairs
+    of the response-averaged activation of ``prompt + chosen`` minus that of
+    ``prompt + rejected``."""
+    fast = FastPath(cache_activations=True, cache_reference=False, share_prompt=False)
+    objective = PreferenceObjective(model, layer, fast_path=fast)
+    prepared = objective.prepare(pairs, batch_size=batch_size, progress=progress)
+    differences = []
+    for pair in prepared:
+        means = []
+        for resid in (pair.resid_chosen, pair.resid_rejected):
+            activations = sae.encode(resid.to(sae.W_dec.device)) if sae is not None else resid
+            means.append(activations.mean(0))
+        differences.append(means[0] - means[1])
+    return torch.stack(differences).mean(0).float().cpu()
+
+
+# --------------------------------------------------------------------------------------------
+# BiPO and YaPO: preference optimisation
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_loss(objective: PreferenceObjective, prepared: Sequence, v: torch.Tensor,
+                  batch_size: int) -> dict[str, float]:
+    """Mean loss on held-out pairs for d = +1, d = −1, and their average (eq. 1's expectation)."""
+    totals = {1: 0.0, -1: 0.0}
+    with torch.no_grad():
+        for start in range(0, len(prepared), batch_size):
+            batch = prepared[start : start + batch_size]
+            for direction in totals:
+                totals[direction] += float(objective.loss(batch, v, direction)) * len(batch)
+    plus, minus = totals[1] / len(prepared), totals[-1] / len(prepared)
+    return {"eval_loss": (plus + minus) / 2, "eval_loss_plus": plus, "eval_loss_minus": minus}
+
+
+def _load_checkpoint(out_dir: Path | None, identity: dict[str, Any]) -> dict[str, Any] | None:
+    if out_dir is None or not (out_dir / CHECKPOINT).is_file():
+        return None
+    checkpoint = torch.load(out_dir / CHECKPOINT, weights_only=False)
+    if checkpoint["identity"] != identity:
+        differing = sorted(key for key in identity | checkpoint["identity"]
+                           if identity.get(key) != checkpoint["identity"].get(key))
+        raise UserError(f"{out_dir} holds a checkpoint of a different run (differs in: "
+                        f"{', '.join(differing)}). Use another --out, or delete {out_dir} to "
+                        "start over.")
+    return checkpoint
+
+
+def train_steering_vector(
+    model: HookedTransformer,
+    pairs: Sequence[PreferencePair],
+    eval_pairs: Sequence[PreferencePair],
+    config: TrainConfig,
+    *,
+    sae: SAE | None = None,
+    out_dir: str | Path | None = None,
+    metadata: dict[str, Any] | None = None,
+    sae_info: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> SteeringVector:
+    """Train (BiPO, YaPO) or compute (CAA, SAS) a steering vector on ``pairs``.
+
+    With ``out_dir``, logs, per-epoch vectors and a resumable checkpoint are written there, and a
+    run interrupted after an epoch resumes where it stopped. ``metadata`` (country, setting,
+    dataset_hash, ...) is stored in the vector; ``sae_info`` ({release, id, path}) says where the
+    SAE came from.
+    """
+    if not pairs:
+        raise UserError("No training pairs: check the country, setting and data path.")
+    layer = resolve_layer(config, sae)
+    out = Path(out_dir) if out_dir is not None else None
+    extra = {"settings": asdict(config), "dataset_hash": pairs_hash(pairs), **(metadata or {})}
+
+    def make_vector(tensor: torch.Tensor, epoch: int | None) -> SteeringVector:
+        return vector_from_tensor(config.method, layer, tensor, model, sae=sae, sae_info=sae_info,
+                                  epoch=epoch, **extra)
+
+    if config.method in ("caa", "sas"):
+        with frozen(model, sae):
+            tensor = mean_difference_vector(model, pairs, layer,
+                                            sae=sae if config.method == "sas" else None,
+                                            batch_size=config.forward_batch_size,
+                                            progress=progress)
+        vector = make_vector(tensor, None)
+        if out is not None:
+            vector.save(out / "vector")
+        return vector
+
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    objective = PreferenceObjective(model, layer, sae=sae if config.is_sparse else None,
+                                    beta=config.beta, multiplier=config.multiplier,
+                                    fast_path=config.fast_path())
+    width = sae.cfg.d_sae if config.is_sparse else model.cfg.d_model
+    steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    v = torch.zeros(width, device=model.cfg.device, dtype=model.cfg.dtype, requires_grad=True)
+    optimizer = torch.optim.AdamW([v], lr=config.lr, betas=config.adam_betas,
+                                  weight_decay=config.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
+    generator = torch.Generator().manual_seed(config.seed)
+    start_epoch, step = 0, 0
+    identity = {"config": asdict(config), "train": pairs_hash(pairs),
+                "eval": pairs_hash(eval_pairs), "layer": layer, "width": width}
+    checkpoint = _load_checkpoint(out, identity)
+    if checkpoint is not None:  # resume: restore everything the next epoch depends on
+        with torch.no_grad():
+            v.copy_(checkpoint["v"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        generator.set_state(checkpoint["generator"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        start_epoch, step = checkpoint["epoch"], checkpoint["step"]
+        logged = read_jsonl(out / LOG) if (out / LOG).is_file() else []
+        kept = [record for record in logged if record["step"] <= step]
+        write_text(out / LOG, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+        if progress:
+            print(f"[train] resuming {out} after epoch {start_epoch} (step {step})",
+                  file=sys.stderr)
+    elif out is not None:
+        write_text(out / LOG, "")
+        write_json(out / "run.json", run_info({**extra, "layer": layer, "n_train": len(pairs),
+                                               "n_eval": len(eval_pairs)}))
+
+    with frozen(model, sae):
+        finished = start_epoch >= config.epochs
+        train_data = [] if finished else objective.prepare(
+            pairs, batch_size=config.forward_batch_size, progress=progress)
+        eval_data = [] if finished else objective.prepare(
+            eval_pairs, batch_size=config.forward_batch_size)
+        bar = tqdm(total=total_steps, initial=step, desc=f"{config.method} L{layer}",
+                   disable=not progress)
+
+        def log_eval(epoch: int) -> None:
+            if eval_data and out is not None:
+                append_jsonl(out / LOG, {"step": step, "epoch": epoch, **evaluate_loss(
+                    objective, eval_data, v, config.forward_batch_size)})
+
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            for indices in torch.randperm(len(pairs), generator=generator).split(config.batch_size):
+                direction = 1 if int(torch.randint(2, (1,), generator=generator)) else -1
+                loss = objective.loss([train_data[i] for i in indices.tolist()], v, direction)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}", d=direction)
+                if out is not None:
+                    append_jsonl(out / LOG, {"step": step, "epoch": epoch,
+                                             "train_loss": loss.item(), "direction": direction,
+                                             "lr": scheduler.get_last_lr()[0]})
+                if config.eval_every and step % config.eval_every == 0:
+                    log_eval(epoch)
+            if not config.eval_every:
+                log_eval(epoch)
+            if out is not None:
+                make_vector(v, epoch).save(out / "vectors" / f"epoch_{epoch:02d}")
+                with atomic_path(out / CHECKPOINT) as temporary:
+                    torch.save({"v": v.detach().cpu(), "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(),
+                                "generator": generator.get_state(),
+                                "torch_rng": torch.get_rng_state(), "epoch": epoch, "step": step,
+                                "identity": identity}, temporary)
+        bar.close()
+    vector = make_vector(v, config.epochs)
+    if out is not None:
+        vector.save(out / "vector")
+    return vector
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m yapo_interp.train",
+        description="Train a steering vector: YaPO (sparse, eq. 4), BiPO (dense, eq. 1), or the "
+                    "CAA / SAS mean-difference baselines.",
+    )
+    parser.add_argument("--method", choices=METHODS, required=True)
+    data = parser.add_argument_group("data")
+    data.add_argument("--country", help="country of the cultural dataset, e.g. egypt")
+    data.add_argument("--setting", choices=("localized", "nonlocalized", "both"),
+                      default="localized", help="prompt setting (default: localized)")
+    data.add_argument("--rejected", choices=("western", "other", "all"), default="western",
+                      help="dispreferred responses: the Western option, other countries' "
+                           "options, or all (default: western)")
+    data.add_argument("--data", type=Path, default=None,
+                      help="cultural dataset file/folder (default: the shipped data)")
+    data.add_argument("--behaviour-csv", type=Path, default=None,
+                      help="train on a behaviour CSV (question,matching,not_matching) instead")
+    data.add_argument("--test-fraction", type=float, default=0.25,
+                      help="held-out share for the eval loss (default: 0.25)")
+    data.add_argument("--max-pairs", type=int, default=None,
+                      help="use at most N training pairs (quick runs)")
+    training = parser.add_argument_group("training (defaults: appendix A)")
+    training.add_argument("--layer", type=int, default=None,
+                          help="steering layer (default: the preset's)")
+    training.add_argument("--sae", default=None,
+                          help="SAE: an SAELens release or a local folder (default: the preset's)")
+    training.add_argument("--sae-id", default=None, help="SAE id within --sae's release")
+    training.add_argument("--epochs", type=int, default=defaults.epochs)
+    training.add_argument("--beta", type=float, default=defaults.beta)
+    training.add_argument("--lr", type=float, default=defaults.lr)
+    training.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    training.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+    training.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    training.add_argument("--eval-every", type=int, default=defaults.eval_every,
+                          help="eval loss every N steps (default 0: after every epoch)")
+    training.add_argument("--plain", action="store_true",
+                          help="turn every speed-up off (the plain objective; for comparison)")
+    for flag in ("cache-activations", "cache-reference", "response-only-unembed",
+                 "batch-chosen-rejected", "share-prompt"):
+        training.add_argument(f"--no-{flag}", action="store_true", help=argparse.SUPPRESS)
+    add_common_args(parser, out_default=str(DEFAULT_OUT))
+    return parser
+
+
+def load_pairs(args: argparse.Namespace, tokenizer) -> tuple[list, list, dict[str, Any]]:
+    """Training and held-out preference pairs and what to record about them."""
+    from yapo_interp import data
+
+    if args.behaviour_csv is not None:
+        pairs = list(data.load_behaviour_csv(args.behaviour_csv))
+        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(args.seed))
+        n_test = int(round(len(pairs) * args.test_fraction))
+        test = [pairs[i] for i in order[:n_test].tolist()]
+        train = [pairs[i] for i in order[n_test:].tolist()]
+        return train, test, {"behaviour_csv": str(args.behaviour_csv), "dataset_hash":
+                             pairs_hash(pairs), "country": None, "setting": None}
+    if not args.country:
+        raise UserError("Say which country to train for (--country egypt), or give "
+                        "--behaviour-csv FILE.")
+    countries = data.resolve_countries([args.country])
+    items = data.load_cultural(args.data, countries=countries)
+    train_items, test_items = data.split_items(items, test_fraction=args.test_fraction,
+                                               seed=args.seed)
+
+    def build(chunk):
+        return data.build_preference_pairs(chunk, setting=args.setting, rejected=args.rejected,
+                                           tokenizer=tokenizer)
+
+    return build(train_items), build(test_items), {
+        "country": countries[0], "setting": args.setting, "rejected": args.rejected,
+        "dataset_hash": data.dataset_hash(items),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from yapo_interp.models import SHIPPED_SAE_DIR, check_layer, load_model, load_sae
+
+    set_seed(args.seed)
+    preset = preset_from_args(args)
+    layer = args.layer if args.layer is not None else preset.layer
+    flags = {name: not (args.plain or getattr(args, f"no_{name}"))
+             for name in ("cache_activations", "cache_reference", "response_only_unembed",
+                          "batch_chosen_rejected", "share_prompt")}
+    config = TrainConfig(method=args.method, layer=layer, beta=args.beta, lr=args.lr,
+                         batch_size=args.batch_size, epochs=args.epochs,
+                         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
+                         seed=args.seed, eval_every=args.eval_every, **flags)
+    name = model_name(args)
+    model = load_model(name, device=args.device)
+    check_layer(model, layer)
+    sae, sae_info = None, None
+    if config.is_sparse:
+        release, sae_id = (args.sae, args.sae_id) if args.sae else preset.sae_for_layer(layer)
+        sae = load_sae(release, sae_id, layer=layer, model=model, device=args.device)
+        path = SHIPPED_SAE_DIR / f"layer_{layer}" if release == "embedded" else (
+            release if Path(release).expanduser().is_dir() else None)
+        sae_info = {"release": release, "id": sae_id, "path": str(path) if path else None}
+    train_pairs, eval_pairs, data_info = load_pairs(args, model.tokenizer)
+    if args.max_pairs is not None:
+        train_pairs = train_pairs[: args.max_pairs]
+    out = args.out
+    if out == DEFAULT_OUT:
+        label = data_info.get("country") or Path(str(data_info.get("behaviour_csv"))).stem
+        setting = data_info.get("setting") or "csv"
+        out = Path("runs/train") / f"{args.method}-{label}-{setting}-L{layer}"
+    print(f"[train] {args.method} on {name}, layer {layer}: {len(train_pairs)} training pairs, "
+          f"{len(eval_pairs)} held out -> {out}", file=sys.stderr)
+    started = time.time()
+    vector = train_steering_vector(
+        model, train_pairs, eval_pairs, config, sae=sae, out_dir=out, sae_info=sae_info,
+        metadata={**data_info, "preset": args.preset},
+    )
+    seconds = time.time() - started
+    summary = f"[train] saved {vector!r} to {out / 'vector'} ({seconds:.0f} s)"
+    if (out / LOG).is_file():
+        records = read_jsonl(out / LOG)
+        losses = [r["train_loss"] for r in records if "train_loss" in r]
+        evals = [r["eval_loss"] for r in records if "eval_loss" in r]
+        if losses:
+            summary += f"; train loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+        if evals:
+            summary += f"; eval loss {evals[-1]:.4f}"
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
