@@ -1,0 +1,246 @@
+"""The whole study in one command: patching -> layer -> BiPO and YaPO training -> evaluation ->
+feature attribution -> figures -> a Markdown report.
+
+Each stage is the stage's own command (``python -m yapo_interp.patching``, ``.train``,
+``.evaluate``, ``.attribution``, ``.figures``) run in this process with the model loaded once;
+the exact command lines are written to the report, so any stage can be rerun by hand. A stage
+that finished with the same command line is skipped when the study is started again, and
+training resumes from its last epoch, so an interrupted study continues where it stopped.
+
+``--quick`` shrinks every stage (fewer patching pairs, a few epochs with a short warm-up, fewer
+evaluation items, no open-ended judge) so that the study finishes on a 2-core CPU in well under
+30 minutes; the full study uses the paper's settings (20 epochs, 100 warm-up steps).
+
+Example::
+
+    python -m yapo_interp.study --countries egypt morocco --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from yapo_interp.cli import run_cli
+from yapo_interp.errors import UserError
+from yapo_interp.io import read_json, run_info, write_json, write_text
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Sizes of every stage; ``quick()`` is the CPU-friendly variant."""
+
+    countries: tuple[str, ...]
+    settings: tuple[str, ...] = ("localized", "nonlocalized")
+    methods: tuple[str, ...] = ("bipo", "yapo")
+    patching_pairs: int = 12
+    epochs: int = 20
+    warmup_steps: int = 100
+    max_pairs: int | None = None
+    eval_max_items: int | None = None
+    judge: str = "local"
+    attribution_prompts: int = 400
+    preset: str = "embedded"
+    layer: int | None = None  # None: from the patching analysis
+    seed: int = 0
+    device: str = "cpu"
+
+    @classmethod
+    def quick(cls, countries: Sequence[str], **overrides) -> StudyPlan:
+        return cls(countries=tuple(countries), settings=("both",), patching_pairs=6, epochs=4,
+                   warmup_steps=10, max_pairs=32, eval_max_items=16, judge="none",
+                   attribution_prompts=120, **overrides)
+
+
+def _command(module: str, argv: Sequence[str]) -> str:
+    return f"python -m yapo_interp.{module} " + " ".join(shlex.quote(str(a)) for a in argv)
+
+
+class StageRunner:
+    """Runs stages in order, skipping those already finished with the same command line."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.commands: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, module: str, main: Callable[[list[str]], int], argv: list[str]) -> None:
+        argv = [str(a) for a in argv]
+        command = _command(module, argv)
+        self.commands.append(command)
+        marker = self.out / "stages" / f"{name}.json"
+        if marker.is_file() and read_json(marker).get("command") == command:
+            print(f"[study] {name}: already done, skipped", file=sys.stderr)
+            self.timings[name] = read_json(marker).get("seconds", 0.0)
+            return
+        print(f"[study] {name}: {command}", file=sys.stderr)
+        started = time.time()
+        status = main(argv)
+        if status:
+            raise UserError(f"stage {name} failed (exit {status}); rerun the study to retry it")
+        self.timings[name] = time.time() - started
+        write_json(marker, {"command": command, "seconds": self.timings[name]})
+
+
+def steering_layer(out: Path, plan: StudyPlan) -> int:
+    """The layer to steer at: ``plan.layer``, else the patching choice moved to the nearest layer
+    that has an SAE (embedded preset: the shipped layers)."""
+    if plan.layer is not None:
+        return plan.layer
+    chosen = read_json(out / "patching" / "chosen_layer.json")
+    if plan.preset == "embedded":
+        nearest = chosen.get("nearest_shipped_sae_layer")
+        if nearest is None:
+            raise UserError("No SAE is shipped for the embedded model; give --layer with an SAE.")
+        return int(nearest)
+    return int(chosen["chosen_layer"])
+
+
+def run_study(plan: StudyPlan, out: Path) -> Path:
+    """Run every stage of ``plan`` into ``out``; return the report's path."""
+    from yapo_interp import attribution, evaluate, figures, patching, train
+    from yapo_interp.models import reuse_loaded_models
+
+    out = Path(out)
+    runner = StageRunner(out)
+    common = ["--preset", plan.preset, "--seed", plan.seed, "--device", plan.device]
+    started = time.time()
+    with reuse_loaded_models():
+        runner.run("patching", "patching", patching.main, [
+            "--countries", *plan.countries, "--pairs", plan.patching_pairs,
+            "--out", out / "patching", *common])
+        layer = steering_layer(out, plan)
+        runs: dict[tuple[str, str, str], Path] = {}
+        for country in plan.countries:
+            for setting in plan.settings:
+                for method in plan.methods:
+                    run_dir = out / "train" / f"{country}-{setting}" / method
+                    runs[(country, setting, method)] = run_dir
+                    runner.run(f"train-{country}-{setting}-{method}", "train", train.main, [
+                        "--method", method, "--country", country, "--setting", setting,
+                        "--layer", layer, "--epochs", plan.epochs,
+                        "--warmup-steps", plan.warmup_steps,
+                        *(["--max-pairs", plan.max_pairs] if plan.max_pairs else []),
+                        "--out", run_dir, *common])
+        runner.run("evaluate", "evaluate", evaluate.main, [
+            "--country", *plan.countries,
+            "--vectors", *[run_dir / "vector" for run_dir in runs.values()],
+            "--stability", *runs.values(), "--judge", plan.judge,
+            *(["--max-items", plan.eval_max_items] if plan.eval_max_items else []),
+            "--out", out / "evaluate", *common])
+        for country in plan.countries:
+            for setting in plan.settings:
+                if {"bipo", "yapo"} <= set(plan.methods):
+                    runner.run(f"attribution-{country}-{setting}", "attribution", attribution.main, [
+                        "--bipo", runs[(country, setting, "bipo")] / "vector",
+                        "--yapo", runs[(country, setting, "yapo")] / "vector",
+                        "--max-prompts", plan.attribution_prompts,
+                        "--out", out / "attribution" / f"{country}-{setting}", *common])
+    runner.commands.append(_command("figures", [out, "--out", out / "figures"]))
+    written = figures.regenerate(out, out / "figures")
+    report = write_report(out, plan, layer, runner, written, time.time() - started)
+    return report
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else "*(not produced)*"
+
+
+def write_report(out: Path, plan: StudyPlan, layer: int, runner: StageRunner,
+                 figure_files: list[Path], seconds: float) -> Path:
+    """A Markdown summary linking the figures, with the tables and the commands that made them."""
+    chosen = read_json(out / "patching" / "chosen_layer.json")
+    images = {path.stem: path for path in figure_files if path.suffix == ".png"}
+    html = {path.stem: path for path in figure_files if path.suffix == ".html"}
+
+    def figure(stem: str, caption: str) -> str:
+        if stem in images:
+            return f"![{caption}]({images[stem].relative_to(out)})\n\n" \
+                   f"[interactive version]({html[stem].relative_to(out)})"
+        if stem in html:
+            return f"[{caption}]({html[stem].relative_to(out)}) (HTML; install kaleido and a " \
+                   "Chrome for PNGs)"
+        return f"*({caption}: not produced)*"
+
+    lines = [
+        f"# YaPO study: {', '.join(plan.countries)} ({plan.preset} preset"
+        f"{', quick' if plan.epochs < 20 else ''})", "",
+        f"Finished in {seconds / 60:.1f} min (stages skipped on resume count as 0). "
+        f"Settings: `{asdict(plan)}`.", "",
+        "## 1. Layer discovery (activation patching, appendix B)", "",
+        f"The patching analysis chose layer **{chosen['chosen_layer']}** "
+        f"({chosen['rule']}); steering vectors were trained at layer **{layer}**"
+        f"{' (nearest layer with a shipped SAE)' if layer != chosen['chosen_layer'] else ''}.", "",
+        figure("patching_patching_curves", "Activation patching curves"), "",
+        "## 2. Training (BiPO vs YaPO, eq. 1 and 4)", "",
+        figure("loss_curves", "Training and evaluation loss"), "",
+        "## 3. Evaluation (section 4)", "",
+        "### MCQ accuracy (table 1)", "", _read_text(out / "evaluate" / "table1_mcq.md"), "",
+        "### PNLG and RCA by country (table 5)", "",
+        _read_text(out / "evaluate" / "table5_gap_by_country.md"), "",
+        figure("evaluate_accuracy_epochs", "Accuracy across epochs"), "",
+        "## 4. Feature attribution (BiPO encoded into SAE space vs YaPO)", "",
+    ]
+    for attribution_json in sorted((out / "attribution").glob("*/attribution.json")):
+        overlap = read_json(attribution_json).get("overlap", {})
+        name = attribution_json.parent.name
+        figures_found = [stem for stem in images if stem.startswith(f"attribution_{name}_")]
+        numbers = ", ".join(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
+                            for key, value in overlap.items() if not isinstance(value, (list, dict)))
+        lines += [f"**{name}**: {numbers}", ""]
+        lines += [figure(stem, stem.replace("_", " ")) for stem in sorted(figures_found)] + [""]
+    lines += ["## Commands", "", "Each stage, as run (rerun any by hand):", "", "```bash",
+              *runner.commands, "```", "",
+              "## Stage timings", "", "| stage | seconds |", "|---|---|",
+              *[f"| {name} | {value:.0f} |" for name, value in runner.timings.items()], ""]
+    report = out / "report.md"
+    write_text(report, "\n".join(lines))
+    write_json(out / "study.json", run_info(asdict(plan) | {"layer": layer}))
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m yapo_interp.study",
+        description="Run the whole study (patching, training, evaluation, attribution, figures) "
+                    "on a preset; resumable.")
+    parser.add_argument("--countries", nargs="+", default=["egypt", "morocco"])
+    parser.add_argument("--quick", action="store_true",
+                        help="small settings that finish on a 2-core CPU in under 30 minutes")
+    parser.add_argument("--preset", default="embedded", choices=("embedded", "paper"))
+    parser.add_argument("--layer", type=int, default=None,
+                        help="steer at this layer instead of the patching choice")
+    parser.add_argument("--epochs", type=int, default=None, help="override the epochs")
+    parser.add_argument("--judge", choices=("none", "local", "openai"), default=None,
+                        help="open-ended judge (default: local; none with --quick)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/study"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from yapo_interp.data import resolve_countries
+
+    countries = tuple(resolve_countries(args.countries))
+    overrides = {"preset": args.preset, "layer": args.layer, "seed": args.seed,
+                 "device": args.device}
+    plan = StudyPlan.quick(countries, **overrides) if args.quick else \
+        StudyPlan(countries=countries, **overrides)
+    changes = {key: value for key, value in (("epochs", args.epochs), ("judge", args.judge))
+               if value is not None}
+    if changes:
+        plan = StudyPlan(**(asdict(plan) | changes))
+    report = run_study(plan, args.out)
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
