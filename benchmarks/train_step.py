@@ -6,7 +6,9 @@ The plain implementation is what the authors' code does each step: a full forwar
 prompt+rejected, logits at every position, backward through the upper layers
 (``objective.plain_logprobs``). Ours is ``objective.PreferenceObjective`` with every shortcut on
 (cached layer-L activations and reference log-probs, unembedding at response positions only,
-chosen and rejected in one batch sharing the prompt's key/value cache).
+chosen and rejected in one batch sharing the prompt's key/value cache). Both unembed with the
+same ``[d_vocab, d_model]`` copy of ``W_U``, made once (``logprobs.unembedding_matrix``), instead
+of the copy TransformerLens makes on every call.
 
 Both run the same batches with the same directions ``d`` and the same AdamW + cosine schedule,
 step by step side by side (so a busy CPU slows both alike). ``v`` starts from the same small
@@ -161,6 +163,7 @@ def main() -> int:
             cached_bytes = sum(t.numel() * t.element_size() for p in ours_data for t in
                                (p.resid_prompt, p.resid_chosen, p.resid_rejected))
             plain_data = plain.prepare(pairs)  # tokenization only
+            unembedding = ours.unembedding  # W_U in the fast layout, made once, used by both
             prompt_tokens = sum(len(p.prompt) for p in plain_data) / len(plain_data)
             response_tokens = sum(len(p.chosen) + len(p.rejected)
                                   for p in plain_data) / (2 * len(plain_data))
@@ -190,7 +193,7 @@ def main() -> int:
                 with PeakMemory() as memory:
                     if name == "plain":
                         result = plain_logprobs(model, plain_data[batch], args.layer,
-                                                plain.steer_fn(run["v"], direction))
+                                                plain.steer_fn(run["v"], direction), unembedding)
                         loss = preference_loss(result["policy_chosen"], result["policy_rejected"],
                                                result["reference_chosen"],
                                                result["reference_rejected"], direction,
@@ -211,9 +214,10 @@ def main() -> int:
             with torch.no_grad():
                 first = plain_data[: args.batch_size]
                 steer_fn = plain.steer_fn(start_v, directions[0])
-                parts = [plain_logprobs(model, [pair], args.layer, steer_fn) for pair in first]
+                parts = [plain_logprobs(model, [pair], args.layer, steer_fn, unembedding)
+                         for pair in first]
                 unbatched = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
-                batched = plain_logprobs(model, first, args.layer, steer_fn)
+                batched = plain_logprobs(model, first, args.layer, steer_fn, unembedding)
                 floor = abs(float(
                     preference_loss(*(batched[k] for k in KEYS), directions[0], config.beta)
                     - preference_loss(*(unbatched[k] for k in KEYS), directions[0], config.beta)))

@@ -13,6 +13,7 @@ from yapo_interp.logprobs import (
     response_logprobs,
     tokenize_prompt,
     tokenize_response,
+    unembedding_matrix,
 )
 from yapo_interp.objective import (
     FastPath,
@@ -243,8 +244,12 @@ def test_response_logprobs_matches_a_direct_computation(model):
 def test_final_logits_equal_the_models_own(gemma_like):
     tokens = gemma_like.to_tokens(["Hello world", "Hi"], padding_side="right")
     resid = gemma_like(tokens, stop_at_layer=gemma_like.cfg.n_layers, padding_side="right")
-    torch.testing.assert_close(final_logits(gemma_like, resid),
-                               gemma_like(tokens, padding_side="right"), atol=1e-10, rtol=0)
+    expected = gemma_like(tokens, padding_side="right")
+    torch.testing.assert_close(final_logits(gemma_like, resid), expected, atol=1e-10, rtol=0)
+    torch.testing.assert_close(final_logits(gemma_like, resid, unembedding_matrix(gemma_like)),
+                               expected, atol=1e-10, rtol=0)
+    flat = final_logits(gemma_like, resid.reshape(-1, resid.shape[-1]))
+    torch.testing.assert_close(flat, expected.reshape(flat.shape), atol=1e-10, rtol=0)
 
 
 def test_response_tokens_are_appended_without_bos(model):

@@ -310,6 +310,7 @@ def train_steering_vector(
             for indices in torch.randperm(len(pairs), generator=generator).split(config.batch_size):
                 direction = 1 if int(torch.randint(2, (1,), generator=generator)) else -1
                 loss = objective.loss([train_data[i] for i in indices.tolist()], v, direction)
+                lr = scheduler.get_last_lr()[0]  # the rate this step uses
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -320,7 +321,7 @@ def train_steering_vector(
                 if out is not None:
                     append_jsonl(out / LOG, {"step": step, "epoch": epoch,
                                              "train_loss": loss.item(), "direction": direction,
-                                             "lr": scheduler.get_last_lr()[0]})
+                                             "lr": lr})
                 if config.eval_every and step % config.eval_every == 0:
                     log_eval(epoch)
             if not config.eval_every:
@@ -374,25 +375,37 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--sae", default=None,
                           help="SAE: an SAELens release or a local folder (default: the preset's)")
     training.add_argument("--sae-id", default=None, help="SAE id within --sae's release")
-    training.add_argument("--epochs", type=int, default=defaults.epochs)
-    training.add_argument("--beta", type=float, default=defaults.beta)
-    training.add_argument("--lr", type=float, default=defaults.lr)
-    training.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    training.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
-    training.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    training.add_argument("--epochs", type=int, default=defaults.epochs,
+                          help=f"passes over the training pairs (default: {defaults.epochs})")
+    training.add_argument("--beta", type=float, default=defaults.beta,
+                          help=f"β of eq. 1/4; appendix A gives none, BiPO uses {defaults.beta}")
+    training.add_argument("--lr", type=float, default=None,
+                          help="learning rate (default: the preset's; paper: 5e-4, embedded: "
+                               "0.5, see models.Preset.lr)")
+    training.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                          help=f"pairs per step; one d per step (default: {defaults.batch_size})")
+    training.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
+                          help=f"warm-up steps of the cosine schedule (default: {defaults.warmup_steps})")
+    training.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+                          help=f"AdamW weight decay (default: {defaults.weight_decay})")
     training.add_argument("--eval-every", type=int, default=defaults.eval_every,
                           help="eval loss every N steps (default 0: after every epoch)")
+    training.add_argument("--threads", type=int, default=0,
+                          help="torch CPU threads (default 0: torch's choice); on a CPU shared "
+                               "with other jobs, 1 is often several times faster")
     training.add_argument("--plain", action="store_true",
                           help="turn every speed-up off (the plain objective; for comparison)")
     for flag in ("cache-activations", "cache-reference", "response-only-unembed",
                  "batch-chosen-rejected", "share-prompt"):
-        training.add_argument(f"--no-{flag}", action="store_true", help=argparse.SUPPRESS)
+        training.add_argument(f"--no-{flag}", action="store_true",
+                              help="turn off this one speed-up (see objective.py)")
     add_common_args(parser, out_default=str(DEFAULT_OUT))
     return parser
 
 
-def load_pairs(args: argparse.Namespace, tokenizer) -> tuple[list, list, dict[str, Any]]:
-    """Training and held-out preference pairs and what to record about them."""
+def load_pairs(args: argparse.Namespace) -> tuple[list, list, dict[str, Any]]:
+    """Training and held-out preference pairs (completion-style prompts, as the objective scores
+    them) and what to record about them."""
     from yapo_interp import data
 
     if args.behaviour_csv is not None:
@@ -412,8 +425,7 @@ def load_pairs(args: argparse.Namespace, tokenizer) -> tuple[list, list, dict[st
                                                seed=args.seed)
 
     def build(chunk):
-        return data.build_preference_pairs(chunk, setting=args.setting, rejected=args.rejected,
-                                           tokenizer=tokenizer)
+        return data.build_preference_pairs(chunk, setting=args.setting, rejected=args.rejected)
 
     return build(train_items), build(test_items), {
         "country": countries[0], "setting": args.setting, "rejected": args.rejected,
@@ -426,15 +438,21 @@ def main(argv: list[str] | None = None) -> int:
     from yapo_interp.models import SHIPPED_SAE_DIR, check_layer, load_model, load_sae
 
     set_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     preset = preset_from_args(args)
     layer = args.layer if args.layer is not None else preset.layer
     flags = {name: not (args.plain or getattr(args, f"no_{name}"))
              for name in ("cache_activations", "cache_reference", "response_only_unembed",
                           "batch_chosen_rejected", "share_prompt")}
-    config = TrainConfig(method=args.method, layer=layer, beta=args.beta, lr=args.lr,
+    lr = args.lr if args.lr is not None else preset.lr
+    config = TrainConfig(method=args.method, layer=layer, beta=args.beta, lr=lr,
                          batch_size=args.batch_size, epochs=args.epochs,
                          warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
                          seed=args.seed, eval_every=args.eval_every, **flags)
+    train_pairs, eval_pairs, data_info = load_pairs(args)  # before the model: fail fast
+    if args.max_pairs is not None:
+        train_pairs = train_pairs[: args.max_pairs]
     name = model_name(args)
     model = load_model(name, device=args.device)
     check_layer(model, layer)
@@ -445,9 +463,6 @@ def main(argv: list[str] | None = None) -> int:
         path = SHIPPED_SAE_DIR / f"layer_{layer}" if release == "embedded" else (
             release if Path(release).expanduser().is_dir() else None)
         sae_info = {"release": release, "id": sae_id, "path": str(path) if path else None}
-    train_pairs, eval_pairs, data_info = load_pairs(args, model.tokenizer)
-    if args.max_pairs is not None:
-        train_pairs = train_pairs[: args.max_pairs]
     out = args.out
     if out == DEFAULT_OUT:
         label = data_info.get("country") or Path(str(data_info.get("behaviour_csv"))).stem
