@@ -27,13 +27,7 @@ from yapo_interp.testing import char_tokenizer, tiny_sae
 LAYER = 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is much faster than several on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 PAIRS = [
     PreferencePair("Hello there, how", " are you", " is it going"),
     PreferencePair("Q: 2+2?", " 4", " five!!"),

@@ -19,13 +19,7 @@ from yapo_interp.testing import tiny_model, tiny_sae
 LAYER = 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is much faster than several on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 TEXTS = ["Hello world, this is a test.", "Short one"]
 ARCHITECTURES = ["standard", "jumprelu", "topk"]
 

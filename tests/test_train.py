@@ -28,13 +28,7 @@ EVAL_PAIRS = [PreferencePair("My city is", " Cairo", " London"),
 FAST = dict(lr=0.1, beta=1.0, warmup_steps=0, batch_size=2, layer=LAYER)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is much faster than several on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_defaults_are_the_papers():
