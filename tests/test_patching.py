@@ -153,3 +153,12 @@ def test_option_probabilities_follow_the_score(model, score):
     expected = (sums / lengths if score == "mean" else sums).softmax(-1)
     assert record["p_country_clean"] == pytest.approx(expected[0].item(), abs=1e-6)
     assert record["p_western_clean"] == pytest.approx(expected[2].item(), abs=1e-6)
+
+
+def test_localization_gain_measures_the_unpatched_localized_shift():
+    rows = [dict(country="egypt", site="resid_post", layer=0, pair_id="q0", p_country=0.2,
+                 p_western=0.5, p_country_clean=0.2, p_western_clean=0.5,
+                 p_country_localized=0.6, p_western_localized=0.3)]
+    from yapo_interp.patching import localization_gain
+
+    assert localization_gain(summarise(pd.DataFrame(rows))) == pytest.approx(0.6)

@@ -367,6 +367,16 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
+def localization_gain(summary: pd.DataFrame) -> float:
+    """How much the localized prompt itself (no patching) moves the answer towards the country:
+    mean over countries of ``(p_country - p_western)`` localized minus the same clean. When this
+    is near zero the model ignores the country's name, and no layer can carry a signal."""
+    per_country = summary.groupby("country").first()
+    gain = (per_country.p_country_localized - per_country.p_western_localized) - (
+        per_country.p_country_clean - per_country.p_western_clean)
+    return float(gain.mean())
+
+
 def choose_layer(summary: pd.DataFrame) -> int:
     """The layer with the largest localization effect averaged over countries (ties: earliest)."""
     by_layer = summary.groupby("layer")["effect"].mean().sort_index()
@@ -519,6 +529,7 @@ def save_patching(result: PatchingResult, config: PatchingConfig, layers: list[i
                 "(p_country - p_western) patched minus the same in the clean non-localized run",
         "effect_by_layer": {int(layer): float(value) for layer, value in effect.items()},
         "nearest_shipped_sae_layer": nearest,
+        "localization_gain": localization_gain(result.summary),
         **run_info(asdict(config) | {"layers": layers}),
     })
     figure_paths = save_figure(patching_figure(result.summary, result.chosen_layer),
@@ -572,6 +583,11 @@ def main(argv: list[str] | None = None) -> int:
     effect = result.summary.groupby("layer")["effect"].mean()
     print(f"chosen layer: {result.chosen_layer} "
           f"(localization effect {effect[result.chosen_layer]:+.3f}; rule in chosen_layer.json)")
+    gain = localization_gain(result.summary)
+    if gain <= max(0.01, 2 * float(effect.abs().max())):
+        print(f"note: the localized prompt itself moves (p_country - p_western) by only {gain:+.3f} "
+              "over the non-localized one, so this model barely uses the country's name here and "
+              "the layer choice is weakly determined.")
     for name, path in result.files.items():
         print(f"  {name:14s} {path}")
     return 0
