@@ -25,8 +25,8 @@ ANSWER_COLORS = {"country": "#d62728", "western": "#1f77b4"}
 TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
 TEMPLATE.layout.font = dict(family="Helvetica, Arial, sans-serif", size=13)
 TEMPLATE.layout.title = dict(x=0.02, xanchor="left", font=dict(size=16))
-TEMPLATE.layout.legend = dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1)
-TEMPLATE.layout.margin = dict(l=70, r=30, t=80, b=60)
+TEMPLATE.layout.legend = dict(orientation="h", yanchor="bottom", y=1.1, xanchor="right", x=1)
+TEMPLATE.layout.margin = dict(l=70, r=30, t=110, b=60)
 pio.templates["yapo"] = TEMPLATE
 
 _warned_no_images = False
