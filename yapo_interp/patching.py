@@ -50,7 +50,9 @@ from tqdm.auto import tqdm
 
 from yapo_interp.cli import add_common_args, model_name, run_cli, set_seed
 from yapo_interp.errors import UserError
-from yapo_interp.io import read_json, read_jsonl, append_jsonl, run_info, write_json, write_table
+from yapo_interp.io import append_jsonl, read_json, read_jsonl, run_info, write_json, write_table
+from yapo_interp.logprobs import (pad_token_id, right_pad, sum_per_row, tokenize_prompt,
+                                  tokenize_response, unembed_logprobs, unembedding_matrix)
 
 SITES = {
     "resid_pre": "hook_resid_pre",
@@ -76,31 +78,25 @@ class PromptResponseBatch:
 
 def tokenize_prompt_response(model, prompts: Sequence[str], responses: Sequence[str]
                              ) -> PromptResponseBatch:
-    """Tokenize each prompt with BOS and each response without, and concatenate them.
+    """Tokenize each prompt with BOS and each response without, and concatenate them
+    (``yapo_interp.logprobs``' tokenization, shared with training and evaluation).
 
     Tokenizing the two parts separately keeps the prompt's tokens identical across its candidate
     responses (no merge across the boundary), so the patched position is the same for all.
     """
-    rows, masks, last_positions = [], [], []
-    for prompt, response in zip(prompts, responses, strict=True):
-        prompt_tokens = model.to_tokens(prompt, prepend_bos=True)[0]
-        response_tokens = model.to_tokens(response, prepend_bos=False)[0]
-        if len(response_tokens) == 0:
+    prompt_ids = [tokenize_prompt(model, prompt) for prompt in prompts]
+    response_ids = [tokenize_response(model, response) for response in responses]
+    for prompt, ids in zip(prompts, response_ids, strict=True):
+        if len(ids) == 0:
             raise UserError(f"Empty response for prompt {prompt[:60]!r}: every option needs text.")
-        rows.append(torch.cat([prompt_tokens, response_tokens]))
-        mask = torch.zeros(len(rows[-1]), dtype=torch.bool)
-        mask[len(prompt_tokens):] = True
-        masks.append(mask)
-        last_positions.append(len(prompt_tokens) - 1)
-    length = max(len(row) for row in rows)
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    tokens = torch.full((len(rows), length), pad, dtype=torch.long)
-    response_mask = torch.zeros((len(rows), length), dtype=torch.bool)
-    for index, (row, mask) in enumerate(zip(rows, masks)):
-        tokens[index, : len(row)] = row
-        response_mask[index, : len(mask)] = mask
-    return PromptResponseBatch(tokens.to(model.cfg.device), response_mask.to(model.cfg.device),
-                               torch.tensor(last_positions, device=model.cfg.device))
+    tokens, lengths = right_pad([torch.cat(pair) for pair in zip(prompt_ids, response_ids)],
+                                pad_token_id(model))
+    prompt_lengths = torch.tensor([len(ids) for ids in prompt_ids])
+    positions = torch.arange(tokens.shape[1])
+    response_mask = (positions >= prompt_lengths[:, None]) & (positions < lengths[:, None])
+    device = model.cfg.device
+    return PromptResponseBatch(tokens.to(device), response_mask.to(device),
+                               (prompt_lengths - 1).to(device))
 
 
 def response_logprobs_from_residual(
@@ -108,20 +104,20 @@ def response_logprobs_from_residual(
     final_residual: Float[Tensor, "batch pos d_model"],
     tokens: Int[Tensor, "batch pos"],
     response_mask: Bool[Tensor, "batch pos"],
+    unembedding: Float[Tensor, "d_vocab d_model"] | None = None,
 ) -> Float[Tensor, "batch"]:
     """Summed log-prob of the response tokens, unembedding only the positions that predict them.
 
     The unembedding of Gemma's 262k-token vocabulary dominates a forward pass on a CPU; only
-    positions ``t-1`` for response tokens ``t`` are needed, so only those are unembedded.
+    positions ``t-1`` for response tokens ``t`` are needed, so only those go through
+    ``logprobs.unembed_logprobs`` (final norm, unembedding, logit soft-cap, as the model does).
     """
     predicting = torch.zeros_like(response_mask)
     predicting[:, :-1] = response_mask[:, 1:]
     rows, positions = predicting.nonzero(as_tuple=True)
-    logits = model.unembed(model.ln_final(final_residual[rows, positions][:, None, :]))[:, 0]
-    targets = tokens[rows, positions + 1]
-    token_logprobs = logits.log_softmax(-1).gather(-1, targets[:, None])[:, 0]
-    totals = torch.zeros(tokens.shape[0], dtype=token_logprobs.dtype, device=tokens.device)
-    return totals.index_add(0, rows, token_logprobs)
+    token_logprobs = unembed_logprobs(model, final_residual[rows, positions],
+                                      tokens[rows, positions + 1], unembedding)
+    return sum_per_row(token_logprobs, rows, tokens.shape[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,15 +199,16 @@ def patch_last_token_scores(
     site_names = {site_hook_name(layer, site) for layer in layers}
     pre_names = {f"blocks.{layer}.hook_resid_pre" for layer in layers}
     rows = torch.arange(localized.tokens.shape[0])
+    unembedding = unembedding_matrix(model)  # made once, reused by all 2 + len(layers) scorings
     with torch.no_grad():
         source_final, source_cache = model.run_with_cache(
             localized.tokens, stop_at_layer=n_layers, names_filter=lambda name: name in site_names)
         target_final, target_cache = model.run_with_cache(
             nonlocalized.tokens, stop_at_layer=n_layers, names_filter=lambda name: name in pre_names)
         scores_localized = response_logprobs_from_residual(
-            model, source_final, localized.tokens, localized.response_mask)
+            model, source_final, localized.tokens, localized.response_mask, unembedding)
         scores_clean = response_logprobs_from_residual(
-            model, target_final, nonlocalized.tokens, nonlocalized.response_mask)
+            model, target_final, nonlocalized.tokens, nonlocalized.response_mask, unembedding)
         patched = []
         for layer in layers:
             values = source_cache[site_hook_name(layer, site)][rows, localized.last_prompt_position]
@@ -221,7 +218,7 @@ def patch_last_token_scores(
                 model, nonlocalized.tokens, layer=layer, site=site, patch_mask=mask,
                 source=source, resid_pre=target_cache[f"blocks.{layer}.hook_resid_pre"])
             patched.append(response_logprobs_from_residual(
-                model, final, nonlocalized.tokens, nonlocalized.response_mask))
+                model, final, nonlocalized.tokens, nonlocalized.response_mask, unembedding))
     return PatchingScores(scores_clean, scores_localized, torch.stack(patched), list(layers))
 
 
