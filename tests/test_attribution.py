@@ -380,3 +380,23 @@ def test_cli_rejects_vectors_that_do_not_fit(model, saved_vectors, monkeypatch):
     other_model.save(folder / "other")
     with pytest.raises(UserError, match="d_model=48"):
         attr.main(["--bipo", str(folder / "other"), "--yapo", str(folder / "yapo")] + common)
+
+
+def test_cli_reports_a_damaged_vector_file_in_one_line_before_loading_the_model(
+        saved_vectors, monkeypatch):
+    folder, _ = saved_vectors
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not be loaded for a damaged vector")
+
+    monkeypatch.setattr("yapo_interp.models.load_model", no_model)
+    tensor = folder / "yapo.safetensors"
+    tensor.write_bytes(tensor.read_bytes()[:50])  # truncated copy
+    with pytest.raises(UserError, match="not a readable safetensors file") as error:
+        attr.main(["--bipo", str(folder / "bipo"), "--yapo", str(folder / "yapo"),
+                   "--prompts-from", "none", "--out", str(folder / "out")])
+    assert str(tensor) in str(error.value) and "\n" not in str(error.value)
+    (folder / "bipo.json").write_text('{"method": "bipo"')
+    with pytest.raises(UserError, match=r"bipo.json: not a readable vector sidecar"):
+        attr.main(["--bipo", str(folder / "bipo"), "--yapo", str(folder / "yapo"),
+                   "--prompts-from", "none", "--out", str(folder / "out")])

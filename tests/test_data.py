@@ -533,3 +533,38 @@ def test_shipped_files_validate():
             assert not find_name_forms(item.nonlocalized_prompt,
                                        [c for c in NAME_FORMS if c in
                                         LANGUAGE_GROUPS[item.language]])
+
+
+# --------------------------------------------------------------------------- encodings
+
+
+def test_excel_bom_is_ignored_in_csv_and_jsonl(tmp_path, english_file):
+    reference = load_dataset_file(english_file)
+    wide = []
+    for row in dataset_rows("english"):
+        flat = {key: value for key, value in row.items() if key != "options"}
+        flat.update({f"option_{o['country']}": o["text"] for o in row["options"]})
+        wide.append(flat)
+    pd.DataFrame(wide).to_csv(tmp_path / "excel.csv", index=False, encoding="utf-8-sig")
+    assert (tmp_path / "excel.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_dataset_file(tmp_path / "excel.csv") == reference
+    bom_jsonl = tmp_path / "bom.jsonl"
+    bom_jsonl.write_bytes(b"\xef\xbb\xbf" + english_file.read_bytes())
+    assert load_dataset_file(bom_jsonl) == reference
+    behaviour = tmp_path / "behaviour.csv"
+    behaviour.write_bytes("question,matching,not_matching\nq1, (A), (B)\n".encode("utf-8-sig"))
+    assert load_behaviour_csv(behaviour) == [PreferencePair("q1", " (A)", " (B)")]
+
+
+def test_text_that_is_not_utf8_names_the_file_and_line(tmp_path, english_file):
+    latin1 = tmp_path / "latin1.jsonl"
+    lines = english_file.read_text(encoding="utf-8").splitlines()
+    lines[2] = lines[2].replace("breakfast", "café")
+    latin1.write_bytes("\n".join(lines).encode("latin-1"))
+    with pytest.raises(UserError) as error:
+        load_dataset_file(latin1)
+    assert str(error.value) == f"{latin1}:3: not UTF-8 (save it as UTF-8)"
+    behaviour = tmp_path / "behaviour.csv"
+    behaviour.write_bytes("question,matching,not_matching\nqué, (A), (B)\n".encode("cp1252"))
+    with pytest.raises(UserError, match=r"behaviour.csv:2: not UTF-8 \(save it as UTF-8\)"):
+        load_behaviour_csv(behaviour)

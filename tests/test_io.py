@@ -32,3 +32,18 @@ def test_jsonl_reader_ignores_a_line_cut_by_a_crash(tmp_path):
     path = tmp_path / "log.jsonl"
     path.write_text('{"step": 1}\n{"step": 2}\n{"st')
     assert read_jsonl(path) == [{"step": 1}, {"step": 2}]
+
+
+def test_read_text_drops_a_bom_and_names_the_line_that_is_not_utf8(tmp_path):
+    from yapo_interp.errors import UserError
+    from yapo_interp.io import read_json, read_text
+
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"\xef\xbb\xbfone\ntwo\n")
+    assert read_text(path) == "one\ntwo\n"
+    path.write_bytes(b"\xef\xbb\xbf{\"a\": 1}")
+    assert read_json(path) == {"a": 1}
+    path.write_bytes(b"\xef\xbb\xbfone\ntwo\nthr\xe9e\n")
+    with pytest.raises(UserError) as error:
+        read_text(path)
+    assert str(error.value) == f"{path}:3: not UTF-8 (save it as UTF-8)"

@@ -262,3 +262,143 @@ def test_load_says_what_differs(tmp_path, model, saes):
 def test_unknown_method_is_rejected():
     with pytest.raises(UserError, match="Unknown steering method"):
         SteeringVector("dpo", 1, torch.zeros(4))
+
+
+# ----------------------------------------------------------------------------- damaged files
+
+
+def _saved(tmp_path, model, name="vec", layer=2):
+    vector = dense_vector(model, layer=layer)
+    vector.save(tmp_path / name)
+    return vector, tmp_path / f"{name}.json", tmp_path / f"{name}.safetensors"
+
+
+def _edit_sidecar(json_path, **changes):
+    import json
+
+    header = json.loads(json_path.read_text())
+    for key, value in changes.items():
+        if key in ("model", "hook_name"):
+            header["metadata"][key] = value
+        else:
+            header[key] = value
+    json_path.write_text(json.dumps(header))
+
+
+def _one_line_error(path, match):
+    with pytest.raises(UserError, match=match) as error:
+        SteeringVector.load(path)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_sidecar_cannot_override_the_tensor_file(tmp_path, model):
+    _, json_path, tensor_path = _saved(tmp_path, model, layer=2)
+    _edit_sidecar(json_path, layer=1)  # the hand edit of the issue (9 -> 5)
+    message = _one_line_error(tmp_path / "vec", "the .json says layer 1, the .safetensors header "
+                                                "says 2")
+    assert str(json_path) in message and "hook_name is blocks.2.hook_resid_post" in message
+    assert "re-copy" in message and "retrain" in message
+    _saved(tmp_path, model, layer=2)
+    _edit_sidecar(json_path, method="caa")
+    _one_line_error(tmp_path / "vec", "method caa, the .safetensors header says bipo")
+    _saved(tmp_path, model, layer=2)
+    _edit_sidecar(json_path, model="gemma-2-2b")
+    _one_line_error(tmp_path / "vec", "model gemma-2-2b, the .safetensors header says "
+                                      "tiny-test-model")
+    _saved(tmp_path, model, layer=2)
+    _edit_sidecar(json_path, shape=[5])
+    _one_line_error(tmp_path / "vec", r"shape \[5\], the tensor has \[32\]")
+
+
+def test_flipped_bit_is_caught_by_the_checksum(tmp_path, model):
+    vector, json_path, tensor_path = _saved(tmp_path, model)
+    data = bytearray(tensor_path.read_bytes())
+    data[-5] ^= 0x01  # one bit of the last float
+    tensor_path.write_bytes(bytes(data))
+    message = _one_line_error(tensor_path, "checksum mismatch")
+    assert str(tensor_path) in message and "damaged" in message
+
+
+def test_non_finite_entries_are_refused(tmp_path, model):
+    from safetensors.torch import save_file
+
+    from yapo_interp.steering import tensor_sha256
+
+    vector, json_path, tensor_path = _saved(tmp_path, model)
+    poisoned = vector.vector.clone()
+    poisoned[3] = float("nan")
+    save_file({"vector": poisoned}, str(tensor_path), metadata={"method": "bipo", "layer": "2"})
+    _edit_sidecar(json_path, sha256=tensor_sha256(poisoned))  # consistent files, NaN inside
+    message = _one_line_error(tmp_path / "vec", "1 of 32 entries are NaN or infinite")
+    assert str(tensor_path) in message
+    with pytest.raises(UserError, match="NaN or infinite.*retrain"):
+        SteeringVector("bipo", 2, poisoned).save(tmp_path / "never")
+    assert not (tmp_path / "never.safetensors").exists()
+
+
+def test_same_vector_same_bytes_with_sorted_header_metadata(tmp_path, model):
+    import json
+
+    from safetensors import safe_open
+
+    vector = dense_vector(model)
+    contents = set()
+    for index in range(8):
+        path = vector.save(tmp_path / f"copy{index}")
+        contents.add(path.read_bytes())
+    assert len(contents) == 1
+    data = contents.pop()
+    header = json.loads(data[8: 8 + int.from_bytes(data[:8], "little")])
+    keys = list(header["__metadata__"])
+    assert keys == sorted(keys) and {"method", "layer", "model"} <= set(keys)
+    with safe_open(str(tmp_path / "copy0.safetensors"), framework="pt") as handle:
+        assert torch.equal(handle.get_tensor("vector"), vector.vector)
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("truncated tensor", "not a readable safetensors file \\(truncated or damaged"),
+    ("empty tensor", "not a readable safetensors file \\(empty"),
+    ("foreign tensor", "holds weight but no 'vector'"),
+    ("broken json", "not a readable vector sidecar \\(broken JSON"),
+    ("incomplete json", "incomplete vector sidecar \\(no layer\\)"),
+    ("json list", "not a vector sidecar \\(a JSON list"),
+    ("json not utf-8", "not a readable vector sidecar \\(not UTF-8"),
+])
+def test_damaged_files_give_one_line_errors_naming_the_file(tmp_path, model, damage, match):
+    from safetensors.torch import save_file
+
+    _, json_path, tensor_path = _saved(tmp_path, model)
+    if damage == "truncated tensor":
+        tensor_path.write_bytes(tensor_path.read_bytes()[:-20])
+    elif damage == "empty tensor":
+        tensor_path.write_bytes(b"")
+    elif damage == "foreign tensor":
+        save_file({"weight": torch.zeros(2, 2)}, str(tensor_path))
+    elif damage == "broken json":
+        json_path.write_text(json_path.read_text()[:40])
+    elif damage == "incomplete json":
+        json_path.write_text('{"format": 2, "method": "bipo"}')
+    elif damage == "json list":
+        json_path.write_text("[1, 2]")
+    else:
+        json_path.write_bytes(b'{"method": "bipo\xff"}')
+    message = _one_line_error(tmp_path / "vec", match)
+    damaged = tensor_path if "tensor" in damage else json_path
+    assert str(damaged) in message
+
+
+def test_vectors_saved_before_checksums_still_load(tmp_path, model):
+    import json
+
+    from safetensors.torch import save_file
+
+    vector = torch.randn(model.cfg.d_model)
+    save_file({"vector": vector}, str(tmp_path / "old.safetensors"),
+              metadata={"method": "bipo", "layer": "1"})
+    (tmp_path / "old.json").write_text(json.dumps({
+        "format": 1, "method": "bipo", "layer": 1,
+        "metadata": {"model": "tiny-test-model", "hook_name": "blocks.1.hook_resid_post"}}))
+    loaded = SteeringVector.load(tmp_path / "old", model=model)
+    assert torch.equal(loaded.vector, vector) and loaded.layer == 1

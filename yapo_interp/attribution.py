@@ -58,6 +58,7 @@ the model or the SAE (width, layer, SAE fingerprint) is refused with the reason.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
@@ -71,6 +72,7 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from yapo_interp.errors import UserError
+from yapo_interp.io import read_text
 
 if TYPE_CHECKING:  # slow imports, needed only for type hints
     import pandas as pd
@@ -924,7 +926,7 @@ def _prompts_from_file(path: Path) -> list[str]:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         prompts = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(read_text(path).splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -941,13 +943,14 @@ def _prompts_from_file(path: Path) -> list[str]:
     if suffix in (".csv", ".parquet"):
         import pandas as pd
 
-        frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+        frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(
+            io.StringIO(read_text(path)))
         for column in ("prompt", "question"):
             if column in frame.columns:
                 return [str(value) for value in frame[column].dropna()]
         raise UserError(f"{path} has no 'prompt' or 'question' column (columns: "
                         f"{', '.join(map(str, frame.columns))}).")
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line for line in read_text(path).splitlines() if line.strip()]
 
 
 def _cultural_prompts() -> list[str]:

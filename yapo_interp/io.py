@@ -60,8 +60,27 @@ def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=_jsonable) + "\n")
 
 
+def read_text(path: str | Path) -> str:
+    """A text file's content, decoded as UTF-8 with a leading byte-order mark removed (Excel
+    writes one in "CSV UTF-8" exports; left in, it would glue itself to the first column name).
+
+    Bytes that are not UTF-8 raise a one-line ``UserError``
+    ``FILE:LINE: not UTF-8 (save it as UTF-8)``, LINE being the first line that holds one.
+    """
+    from yapo_interp.errors import UserError
+
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+        line = data.count(b"\n", 0, start + error.start) + 1
+        raise UserError(f"{path}:{line}: not UTF-8 (save it as UTF-8)") from None
+
+
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    return json.loads(read_text(path))
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
@@ -76,7 +95,7 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL log, ignoring a final line cut short by a crash."""
     records = []
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    lines = read_text(path).splitlines()
     for number, line in enumerate(lines):
         if not line.strip():
             continue

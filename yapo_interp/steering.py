@@ -31,8 +31,11 @@ removed on exit, exceptions included::
         print(model.generate("The best dish for a family dinner is", max_new_tokens=30))
 
 ``SteeringVector`` is saved as ``PATH.safetensors`` (the tensor) plus ``PATH.json`` (method, layer,
-model, SAE identity and fingerprint, training settings, dataset hash, epoch); ``load`` checks that
-the model, layer and SAE fit and says what differs.
+model, SAE identity and fingerprint, training settings, dataset hash, epoch, and the tensor's shape
+and SHA-256); the tensor file's header repeats method, layer and model, in sorted order so that the
+same vector always gives the same bytes. ``load`` checks that the two files agree, the checksum
+matches and every entry is finite (a damaged file is one line naming it and the fix), then that
+the model, layer and SAE fit, saying what differs.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ if TYPE_CHECKING:
 DENSE_METHODS = ("bipo", "caa")
 SPARSE_METHODS = ("yapo", "sas")
 METHODS = DENSE_METHODS + SPARSE_METHODS
-VECTOR_FORMAT = 1
+VECTOR_FORMAT = 2  # 2: sidecar records the shape and SHA-256; tensor header the model
 
 
 def hook_name_for(layer: int) -> str:
@@ -167,6 +170,133 @@ def _base_path(path: str | Path) -> Path:
     return path
 
 
+# What to do about a damaged or mismatched vector file, in every message that reports one.
+REPAIR = "re-copy both files of the vector from where it was trained, or retrain it"
+
+
+def tensor_sha256(tensor: Float[torch.Tensor, "d"]) -> str:
+    """SHA-256 of a vector's float32 little-endian bytes: what the sidecar records and ``load``
+    verifies (a flipped bit anywhere in the tensor data changes it)."""
+    data = tensor.detach().float().cpu().contiguous().numpy().astype("<f4").tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def safetensors_bytes(tensor: Float[torch.Tensor, "d"], metadata: Mapping[str, str]) -> bytes:
+    """A one-tensor (``"vector"``, float32) safetensors file with *sorted* header metadata.
+
+    ``safetensors.torch.save_file`` writes its metadata in hash-map order, which changes from one
+    process to the next; writing the (documented, simple) format here makes the bytes a function
+    of the vector and the metadata alone. The result is read by ``safetensors.safe_open``.
+    """
+    data = tensor.detach().float().cpu().contiguous().numpy().astype("<f4").tobytes()
+    header = {"__metadata__": {str(key): str(value) for key, value in sorted(metadata.items())},
+              "vector": {"dtype": "F32", "shape": list(tensor.shape),
+                         "data_offsets": [0, len(data)]}}
+    encoded = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # the format pads the header to 8 bytes with spaces
+    return len(encoded).to_bytes(8, "little") + encoded + data
+
+
+def check_finite(tensor: torch.Tensor, what: str, *, fix: str = REPAIR) -> None:
+    """Raise a one-line ``UserError`` when ``tensor`` has NaN or infinite entries."""
+    bad = int((~torch.isfinite(tensor)).sum())
+    if bad:
+        raise UserError(f"{what}: {bad} of {tensor.numel()} entries are NaN or infinite; {fix}.")
+
+
+def read_vector_sidecar(json_path: Path) -> dict[str, Any]:
+    """The ``.json`` sidecar of a vector, checked to be complete; else a one-line ``UserError``."""
+    try:
+        header = json.loads(json_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{json_path}: not a readable vector sidecar (not UTF-8 text); "
+                        f"{REPAIR}.") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{json_path}: not a readable vector sidecar (broken JSON at line "
+                        f"{error.lineno}: {error.msg}); {REPAIR}.") from None
+    except OSError as error:
+        raise UserError(f"{json_path}: cannot be read ({error.strerror or error}).") from None
+    if not isinstance(header, dict):
+        raise UserError(f"{json_path}: not a vector sidecar (a JSON {type(header).__name__}, "
+                        f"not an object); {REPAIR}.")
+    missing = [key for key in ("method", "layer") if key not in header]
+    if missing:
+        raise UserError(f"{json_path}: incomplete vector sidecar (no {' or '.join(missing)!s}); "
+                        f"{REPAIR}.")
+    if header["method"] not in METHODS:
+        raise UserError(f"{json_path}: unknown method {header['method']!r} (expected one of "
+                        f"{', '.join(METHODS)}); {REPAIR}.")
+    layer = header["layer"]
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+        raise UserError(f"{json_path}: 'layer' is {layer!r}, not a layer number; {REPAIR}.")
+    if not isinstance(header.get("metadata", {}), dict):
+        raise UserError(f"{json_path}: 'metadata' is not an object; {REPAIR}.")
+    if int(header.get("format", 1)) > VECTOR_FORMAT:
+        raise UserError(f"{json_path}: vector format {header['format']} is newer than this "
+                        f"yapo_interp reads ({VECTOR_FORMAT}); upgrade yapo_interp.")
+    return header
+
+
+def read_vector_tensor(tensor_path: Path) -> tuple[Float[torch.Tensor, "d"], dict[str, str]]:
+    """The ``vector`` tensor of a ``.safetensors`` file and its header metadata; a truncated,
+    empty, damaged or foreign file raises a one-line ``UserError`` naming it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(tensor_path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            names = list(handle.keys())
+            vector = handle.get_tensor("vector") if "vector" in names else None
+    except Exception as error:  # SafetensorError, OSError, ...: all mean "cannot be read"
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        size = tensor_path.stat().st_size if tensor_path.exists() else 0
+        state = "empty" if size == 0 else "truncated or damaged"
+        raise UserError(f"{tensor_path}: not a readable safetensors file ({state}: {reason}); "
+                        f"{REPAIR}.") from None
+    if vector is None:
+        raise UserError(f"{tensor_path}: holds {', '.join(names) or 'no tensors'} but no "
+                        "'vector': not a steering vector saved by yapo_interp; pass a vector's "
+                        ".safetensors file.")
+    if vector.ndim != 1:
+        raise UserError(f"{tensor_path}: 'vector' has shape {tuple(vector.shape)}, not one "
+                        f"axis; {REPAIR}.")
+    return vector.float(), metadata
+
+
+def check_vector_files(header: Mapping[str, Any], tensor_metadata: Mapping[str, str],
+                       vector: Float[torch.Tensor, "d"], *, json_path: Path,
+                       tensor_path: Path) -> None:
+    """The sidecar and the tensor file of one vector agree (method, layer, model, shape, hook
+    name), the tensor's checksum is the recorded one, and its entries are finite."""
+    problems = []
+    meta = header.get("metadata") or {}
+    if tensor_metadata.get("method") not in (None, header["method"]):
+        problems.append(f"the .json says method {header['method']}, the .safetensors header "
+                        f"says {tensor_metadata['method']}")
+    if tensor_metadata.get("layer") not in (None, str(header["layer"])):
+        problems.append(f"the .json says layer {header['layer']}, the .safetensors header says "
+                        f"{tensor_metadata['layer']}")
+    if meta.get("hook_name") and meta["hook_name"] != hook_name_for(int(header["layer"])):
+        problems.append(f"the .json says layer {header['layer']} but its hook_name is "
+                        f"{meta['hook_name']}")
+    tensor_model = tensor_metadata.get("model")
+    if tensor_model and meta.get("model") and tensor_model != meta["model"]:
+        problems.append(f"the .json says model {meta['model']}, the .safetensors header says "
+                        f"{tensor_model}")
+    if "shape" in header and list(header["shape"]) != list(vector.shape):
+        problems.append(f"the .json says shape {list(header['shape'])}, the tensor has "
+                        f"{list(vector.shape)}")
+    if problems:
+        raise UserError(f"{json_path} does not match {tensor_path.name}: " + "; ".join(problems)
+                        + f" (edited, or the files of two vectors mixed); {REPAIR}.")
+    expected = header.get("sha256")
+    if expected is not None and expected != tensor_sha256(vector):
+        raise UserError(f"{tensor_path}: checksum mismatch (the tensor's SHA-256 is not the one "
+                        f"recorded in {json_path.name}): the file is damaged; {REPAIR}.")
+    check_finite(vector, str(tensor_path),
+                 fix="the file is damaged or training diverged; re-copy it or retrain the vector")
+
+
 @dataclass
 class SteeringVector:
     """A learned (BiPO, YaPO) or averaged (CAA, SAS) steering vector at one layer.
@@ -204,27 +334,42 @@ class SteeringVector:
                 f"epoch={self.metadata.get('epoch')})")
 
     def save(self, path: str | Path) -> Path:
-        """Write ``PATH.safetensors`` and ``PATH.json`` atomically; return the safetensors path."""
-        from safetensors.torch import save_file
+        """Write ``PATH.safetensors`` and ``PATH.json`` atomically; return the safetensors path.
 
+        The tensor file's bytes depend on the vector, method, layer and model only (its header
+        metadata is written in sorted order), so the same vector always gives the same file. The
+        ``.json`` sidecar records the tensor's shape and SHA-256, which ``load`` verifies. A
+        vector with NaN or infinite entries is refused.
+        """
         base = _base_path(path)
+        tensor = self.vector.detach().float().cpu().contiguous()
+        check_finite(tensor, f"the {self.method} vector to be saved at {base}",
+                     fix="training diverged; retrain it, e.g. with a lower --lr")
         tensor_path = base.with_name(base.name + ".safetensors")
         with atomic_path(tensor_path) as temporary:
-            save_file({"vector": self.vector.detach().float().cpu().contiguous()},
-                      str(temporary), metadata={"method": self.method, "layer": str(self.layer)})
+            temporary.write_bytes(safetensors_bytes(tensor, {
+                "format": str(VECTOR_FORMAT), "layer": str(self.layer), "method": self.method,
+                "model": str(self.metadata.get("model") or "")}))
         metadata = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     **self.metadata}
         write_json(base.with_name(base.name + ".json"),
                    {"format": VECTOR_FORMAT, "method": self.method, "layer": self.layer,
+                    "shape": list(tensor.shape), "sha256": tensor_sha256(tensor),
                     "metadata": metadata})
         return tensor_path
 
     @classmethod
     def load(cls, path: str | Path, *, model: HookedTransformer | None = None,
              sae: SAE | None = None) -> SteeringVector:
-        """Read a vector saved by ``save``; with ``model``/``sae``, check that it fits them."""
-        from safetensors.torch import load_file
+        """Read a vector saved by ``save``; with ``model``/``sae``, check that it fits them.
 
+        Both files are checked before anything is returned: the sidecar must be a complete JSON
+        header and the tensor file a readable safetensors file holding one ``vector``; the two
+        must agree on method, layer, model and shape (the sidecar cannot silently override the
+        tensor file); the tensor's SHA-256 must match the one recorded at save time (vectors
+        saved before checksums were recorded, format 1, are accepted without); every entry must
+        be finite. Any problem raises a one-line ``UserError`` naming the file and the fix.
+        """
         base = _base_path(path)
         json_path = base.with_name(base.name + ".json")
         tensor_path = base.with_name(base.name + ".safetensors")
@@ -232,10 +377,12 @@ class SteeringVector:
             if not needed.is_file():
                 raise UserError(f"No steering vector at {base}: {needed} is missing (a vector is "
                                 "a .safetensors file plus a .json file with the same name).")
-        header = json.loads(json_path.read_text(encoding="utf-8"))
-        vector = load_file(str(tensor_path))["vector"]
+        header = read_vector_sidecar(json_path)
+        vector, tensor_metadata = read_vector_tensor(tensor_path)
+        check_vector_files(header, tensor_metadata, vector, json_path=json_path,
+                           tensor_path=tensor_path)
         loaded = cls(method=header["method"], layer=int(header["layer"]), vector=vector,
-                     metadata=header.get("metadata", {}))
+                     metadata=header.get("metadata") or {})
         if model is not None or sae is not None:
             loaded.check_fits(model=model, sae=sae, source=str(base))
         return loaded

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -56,6 +57,7 @@ from yapo_interp.data.schema import (CulturalItem, Located, Option, check_consis
                                      expected_option_countries, resolve_countries,
                                      resolve_languages, validate_record)
 from yapo_interp.errors import DatasetError, UserError
+from yapo_interp.io import read_text
 
 CULTURAL_DIR = Path(__file__).resolve().parent / "cultural"
 BEHAVIOUR_DIR = Path(__file__).resolve().parent / "behaviours"
@@ -88,7 +90,7 @@ def _read_records(path: Path, *, strict_json: bool = True) -> Iterator[tuple[int
     """``(position, record)`` for each row of a JSONL / JSON / CSV / TSV / parquet file."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as handle:
+        with io.StringIO(read_text(path), newline=None) as handle:  # BOM and encoding handled
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -104,7 +106,7 @@ def _read_records(path: Path, *, strict_json: bool = True) -> Iterator[tuple[int
                 yield number, record
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as error:
             raise DatasetError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
         if not isinstance(data, list):
@@ -117,7 +119,7 @@ def _read_records(path: Path, *, strict_json: bool = True) -> Iterator[tuple[int
                 raise DatasetError(f"{path}:row {number}: a row must be a JSON object")
             yield f"row {number}", record
     elif suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as handle:
+        with io.StringIO(read_text(path), newline="") as handle:
             reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
             start = reader.line_num + 1
             for record in reader:
