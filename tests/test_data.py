@@ -16,6 +16,8 @@ from yapo_interp.data import (CulturalItem, PreferencePair, build_preference_pai
                               dataset_hash, format_prompt, format_response, load_behaviour_csv,
                               load_cultural, load_dataset_file, mcq_prompt, parse_boxed_answer,
                               resolve_countries, shipped_files, split_items)
+from yapo_interp.data.pairs import (is_test_question, limit_pairs_by_question,
+                                    validation_questions)
 from yapo_interp.data.__main__ import main as data_main
 from yapo_interp.data.countries import LANGUAGE_GROUPS, NAME_FORMS, WESTERN
 from yapo_interp.data.schema import find_name_forms
@@ -343,37 +345,81 @@ def test_behaviour_csv_maps_columns(tmp_path):
 # --------------------------------------------------------------------------- split
 
 
-def test_split_keeps_questions_whole_and_is_stratified(items):
+def test_split_keeps_questions_whole(items):
     train, test = split_items(items, test_fraction=0.25, seed=0)
     assert sorted(i.id for i in train + test) == sorted(i.id for i in items)
     train_questions = {i.question_id for i in train}
     test_questions = {i.question_id for i in test}
     assert not train_questions & test_questions
+    assert test_questions  # the fixture is large enough to have some
     # every country of a test question is in test
     for question in test_questions:
         language = next(i.language for i in items if i.question_id == question)
         assert {i.country for i in test if i.question_id == question} == \
             set(LANGUAGE_GROUPS[language])
-    # stratified: per (language, topic) floor or ceil of the share; total rounded
-    strata: dict[tuple[str, str], set[str]] = {}
+
+
+def test_split_of_a_subset_is_the_subset_of_the_split():
+    """The issue's fault: train (one country) and evaluate (several) drew different test sets.
+    Now a question's side is a property of the question: split(subset) == split(all) ∩ subset."""
+    items = load_cultural()
+    rng = random.Random(0)
+    countries = sorted({item.country for item in items})
+    for seed in (0, 1, 7):
+        _, test_all = split_items(items, seed=seed)
+        test_ids = {item.id for item in test_all}
+        subsets = [[item for item in items if item.country == country] for country in countries]
+        subsets += [[item for item in items if item.country in rng.sample(countries, k)]
+                     for k in (2, 3, 5) for _ in range(4)]
+        subsets += [rng.sample(items, rng.randint(1, len(items))) for _ in range(20)]
+        for subset in subsets:
+            _, test = split_items(subset, seed=seed)
+            assert {item.id for item in test} == {item.id for item in subset} & test_ids
+
+
+def test_split_shares_per_language_are_near_the_fraction():
+    items = load_cultural()
+    by_language: dict[str, set[str]] = {}
     for item in items:
-        strata.setdefault((item.language, item.topic), set()).add(item.question_id)
-    for key, questions in strata.items():
-        share = len(questions) * 0.25
-        assert len(questions & test_questions) in (math.floor(share), math.ceil(share)), key
-    assert len(test_questions) == round(sum(len(q) for q in strata.values()) * 0.25)
+        by_language.setdefault(item.language, set()).add(item.question_id)
+    for language, questions in by_language.items():
+        shares = [sum(is_test_question(q, test_fraction=0.25, seed=seed) for q in questions)
+                  / len(questions) for seed in range(40)]
+        assert 0.2 < sum(shares) / len(shares) < 0.3, language
 
 
-def test_split_matches_topic_shares_exactly():
-    from yapo_interp.data.schema import validate_record
-    sizes = {"breakfast": 20, "lunch": 8, "weddings": 4}
-    items = [validate_record(row) for topic, size in sizes.items()
-             for number in range(1, size + 1) for row in question_rows("english", topic, number)]
-    for seed in range(3):
-        _, test = split_items(items, test_fraction=0.25, seed=seed)
-        per_topic = {topic: len({i.question_id for i in test if i.topic == topic})
-                     for topic in sizes}
-        assert per_topic == {"breakfast": 5, "lunch": 2, "weddings": 1}
+def test_validation_is_carved_from_training_questions_only():
+    items = load_cultural()
+    for seed in range(5):
+        train, test = split_items(items, seed=seed)
+        fit, validation = validation_questions(items, seed=seed, validation_fraction=0.2)
+        test_q = {i.question_id for i in test}
+        assert validation and fit
+        assert not {i.question_id for i in validation} & test_q
+        assert not {i.question_id for i in fit} & test_q
+        assert not {i.question_id for i in fit} & {i.question_id for i in validation}
+        assert sorted(i.id for i in fit + validation) == sorted(i.id for i in train)
+        # a subset agrees with the whole here too
+        egypt = [i for i in items if i.country == "egypt"]
+        _, validation_egypt = validation_questions(egypt, seed=seed, validation_fraction=0.2)
+        assert {i.id for i in validation_egypt} == {i.id for i in validation
+                                                     if i.country == "egypt"}
+
+
+def test_max_pairs_keeps_whole_questions_and_both_forms_in_proportion():
+    egypt = [i for i in load_cultural() if i.country == "egypt"]
+    for limit in (7, 12, 32):
+        kept = limit_pairs_by_question(egypt, limit, setting="both", seed=0)
+        pairs = build_preference_pairs(kept, setting="both")
+        assert 0 < len(pairs) <= limit
+        localized = [p for p in pairs if any(i.localized_prompt in p.prompt for i in kept)]
+        assert len(localized) == len(pairs) // 2  # both forms of every kept question
+        assert len(pairs) > limit - 2  # whole questions of 2 pairs each, filled up
+    # the first N pairs in order would have been all localized
+    first = build_preference_pairs(egypt, setting="both")[:32]
+    assert all(any(i.localized_prompt in p.prompt for i in egypt) for p in first)
+    with pytest.raises(UserError, match="max_pairs"):
+        limit_pairs_by_question(egypt, 0, setting="both")
 
 
 def test_split_is_deterministic_and_order_free(items):
@@ -387,6 +433,7 @@ def test_split_is_deterministic_and_order_free(items):
     assert len(splits) > 1  # the seed matters
     with pytest.raises(UserError, match="test_fraction"):
         split_items(items, test_fraction=1.0)
+    assert split_items(items, test_fraction=0.0) == (list(items), [])
 
 
 # --------------------------------------------------------------------------- pairs

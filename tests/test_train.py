@@ -189,7 +189,7 @@ def test_cli_trains_and_resumes(tmp_path, monkeypatch, capsys, model, sae):
             "2", "--lr", "0.1", "--warmup-steps", "0", "--batch-size", "2", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "saved SteeringVector(method='yapo'" in printed and "train loss" in printed
+    assert "saved SteeringVector(method='yapo'" in printed and "validation loss" in printed
     vector = SteeringVector.load(out / "vector", model=model, sae=sae)
     assert vector.metadata["behaviour_csv"] == str(csv)
     assert vector.metadata["settings"]["epochs"] == 2
@@ -197,3 +197,118 @@ def test_cli_trains_and_resumes(tmp_path, monkeypatch, capsys, model, sae):
     assert torch.equal(SteeringVector.load(out / "vector").vector, vector.vector)
     with pytest.raises(UserError, match="--country"):
         main(["--method", "bipo", "--layer", "1", "--out", str(tmp_path / "x")])
+
+
+# ------------------------------------------------------------------ protocol (issue 12)
+
+
+def test_warmup_is_capped_at_a_share_of_the_run_and_saved(tmp_path, model):
+    from yapo_interp.train import training_schedule
+
+    config = TrainConfig(method="bipo", epochs=4, lr=0.1, beta=1.0, batch_size=2, layer=LAYER)
+    schedule = training_schedule(config, len(PAIRS))  # 4 epochs x 3 steps
+    assert (schedule.total_steps, schedule.requested_warmup_steps) == (12, 100)
+    assert schedule.warmup_steps == 1  # floor(0.1 x 12), not the 100 that outlasts the run
+    train_steering_vector(model, PAIRS, EVAL_PAIRS, config, out_dir=tmp_path, progress=False)
+    rates = [r["lr"] for r in read_jsonl(tmp_path / "log.jsonl") if "lr" in r]
+    assert max(rates) == pytest.approx(0.1)  # the peak is reached
+    assert read_json(tmp_path / "run.json")["settings"]["schedule"]["warmup_steps"] == 1
+    uncapped = dataclasses.replace(config, warmup_ratio=None)
+    with pytest.warns(UserWarning, match="covers the whole run"):
+        train_steering_vector(model, PAIRS, EVAL_PAIRS, uncapped, progress=False)
+
+
+def test_v_is_float32_with_a_bfloat16_model(tmp_path):
+    bf16 = tiny_model(seed=2).to(torch.bfloat16)
+    bf16.cfg.dtype = torch.bfloat16
+    config = TrainConfig(method="bipo", epochs=1, **FAST)
+    train_steering_vector(bf16, PAIRS, EVAL_PAIRS, config, out_dir=tmp_path, progress=False)
+    trained = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["v"]
+    assert trained.dtype == torch.float32  # the parameter AdamW updated, not just the saved copy
+    assert trained.abs().max() > 0
+
+
+def test_accumulation_and_clipping(tmp_path, model):
+    config = TrainConfig(method="bipo", epochs=2, gradient_accumulation=3, max_grad_norm=1e-3,
+                         **FAST)
+    vector = train_steering_vector(model, PAIRS, EVAL_PAIRS, config, out_dir=tmp_path,
+                                   progress=False)
+    records = [r for r in read_jsonl(tmp_path / "log.jsonl") if "train_loss" in r]
+    assert len(records) == 2  # 6 pairs = 3 micro-batches of 2 = one optimiser step per epoch
+    assert all(len(r["direction"]) == 3 for r in records)
+    assert all(r["grad_norm"] > 1e-3 for r in records)  # clipping had work to do
+    # AdamW normalises the step, so clipping shows in the moments, not |v|; the run is finite
+    assert torch.isfinite(vector.vector).all()
+
+
+def test_eos_is_appended_to_responses(model):
+    from yapo_interp.objective import tokenize_pairs
+
+    plain = tokenize_pairs(model, PAIRS[:2])
+    with_eos = tokenize_pairs(model, PAIRS[:2], append_eos=True)
+    eos = model.tokenizer.eos_token_id
+    for a, b in zip(plain, with_eos):
+        assert torch.equal(b.chosen, torch.cat([a.chosen, torch.tensor([eos])]))
+        assert torch.equal(b.rejected, torch.cat([a.rejected, torch.tensor([eos])]))
+        assert torch.equal(a.prompt, b.prompt)
+
+
+def test_paper_preset_is_the_authors_recipe():
+    from yapo_interp.models import get_preset
+
+    paper = get_preset("paper")
+    assert (paper.model, paper.layer) == ("gemma-2-2b-it", 15)
+    assert (paper.sae_release, paper.sae_id) == ("gemma-scope-2b-pt-res",
+                                                 "layer_15/width_65k/average_l0_68")
+    assert paper.sae_for_layer(13) == ("gemma-scope-2b-pt-res", "layer_13/width_65k/average_l0_75")
+    assert (paper.prompt_style, paper.response_format, paper.rejected) == ("chat", "mcq",
+                                                                            "generated")
+    assert paper.append_eos and paper.max_grad_norm == 1.0
+    assert paper.gradient_accumulation * TrainConfig().batch_size == 32
+    assert paper.lr == 5e-4 and paper.mcq_mode == "boxed"
+    base = get_preset("paper-base")  # the earlier reading, kept under its own name
+    assert (base.model, base.sae_release) == ("gemma-2-2b", "gemma-scope-2b-pt-res-canonical")
+
+
+def test_paper_preset_flags_reach_the_config():
+    from yapo_interp.models import get_preset
+    from yapo_interp.train import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--method", "yapo", "--country", "egypt",
+                                      "--preset", "paper"])
+    config = config_from_args(args, get_preset("paper"))
+    assert (config.layer, config.lr, config.max_grad_norm, config.gradient_accumulation,
+            config.append_eos) == (15, 5e-4, 1.0, 8, True)
+
+
+def test_rejected_generated_uses_the_models_own_answer_once(tmp_path, model, monkeypatch):
+    import yapo_interp.onpolicy as onpolicy
+    from yapo_interp.data import load_cultural
+    from yapo_interp.train import DataSelection, build_pairs
+
+    items = [i for i in load_cultural() if i.country == "egypt"][:3]
+    selection = DataSelection(country="egypt", setting="both", rejected="generated")
+    pairs = build_pairs(model, items, selection, cache_dir=tmp_path, progress=False)
+    assert 0 < len(pairs) <= 6
+    from yapo_interp.evaluate import generate_greedy
+    for pair in pairs:
+        answer = onpolicy.clean_answer(generate_greedy(model, [pair.prompt], max_new_tokens=48)[0],
+                                       first_line_only=True)
+        assert pair.rejected == answer and pair.chosen != answer
+    cached = list(tmp_path.glob("*.jsonl"))
+    assert len(cached) == 1 and len(read_jsonl(cached[0])) == 6
+    # a second build (the other method) generates nothing and gets the same pairs
+    monkeypatch.setattr("yapo_interp.evaluate.generate_greedy",
+                        lambda *a, **k: pytest.fail("regenerated a cached answer"))
+    assert build_pairs(model, items, selection, cache_dir=tmp_path, progress=False) == pairs
+
+
+def test_training_metadata_records_the_questions_it_saw():
+    from yapo_interp.data import is_test_question
+    from yapo_interp.train import DataSelection, select_items
+
+    fit, validation, info = select_items(DataSelection(country="egypt", setting="both"))
+    used = set(info["train_question_ids"])
+    assert used == {i.question_id for i in fit + validation}
+    assert not any(is_test_question(q, test_fraction=0.25, seed=0) for q in used)
+    assert info["split"]["seed"] == 0 and info["split"]["rule"]

@@ -15,8 +15,13 @@ access can get:
 * ``libreoffice_help`` — the LibreOffice help pages (``libreoffice-help-{en-us,es,pt,pt-br,hi}``,
   MPL-2.0), paragraph by paragraph; paragraphs left untranslated (English in a Spanish page, Latin
   script in a Hindi page) are dropped.
-* ``cultural`` — the project's own cultural dataset (``yapo_interp/data/cultural/*.jsonl``), split
-  by a hash of each record: one half trains, the other half is held out to evaluate the SAEs.
+* ``cultural`` — the project's own cultural dataset (``yapo_interp/data/cultural/*.jsonl``), only
+  the *training* questions of the canonical steering split (:data:`CULTURAL_SPLIT`: the
+  question-level hash split of ``yapo_interp.data.pairs`` at its default test fraction and seed
+  0). The test questions of that split are held out to evaluate the SAEs and are never trained
+  on, so no steering evaluation on them can have been seen by the dictionary. The SAE's
+  ``cfg.json`` lists the question ids it saw, and ``evaluate`` refuses to score a sparse vector
+  on any of them (a user who evaluates under another split seed is told so).
 * ``generated`` — text sampled from Gemma 3 270M itself, continuing short prompts about everyday
   culture written in each language (:func:`seed_prompts`). Sampling runs over the part of the
   vocabulary that the other sources use, which makes it several times cheaper on a CPU (the
@@ -39,6 +44,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from yapo_interp.data.pairs import DEFAULT_TEST_FRACTION, SPLIT_RULE, is_test_question
 from yapo_interp.errors import UserError
 
 LANGUAGES = ("english", "spanish", "portuguese", "arabic", "hindi")
@@ -62,6 +68,10 @@ SYSTEM_LOCALE_DIR = Path("/usr/share/locale")
 CULTURAL_DIR = Path(__file__).parent / "data" / "cultural"
 
 # Unicode blocks that identify a script; a text "is" Arabic/Hindi when most of its letters are.
+# The steering split whose test questions the SAE corpus must never contain.
+CULTURAL_SPLIT = {"test_fraction": DEFAULT_TEST_FRACTION, "seed": 0}
+CULTURAL_SPLIT_RULE = {"rule": SPLIT_RULE, **CULTURAL_SPLIT}
+
 SCRIPTS = {"arabic": (0x0600, 0x06FF), "hindi": (0x0900, 0x097F)}
 
 
@@ -319,9 +329,9 @@ def cultural_documents(folder: Path = CULTURAL_DIR) -> tuple[list[Document], lis
     """The project's cultural dataset as (training, held-out) documents.
 
     Whatever the schema, every string of a record is its text (prompts, options, reference
-    answer). A record goes to the held-out half when the hash of its question (its ``id`` or,
-    failing that, its first prompt) is odd, so both forms and all countries of a question stay
-    on one side and the split does not move as records are added.
+    answer). A record is held out when its question is a test question of
+    :data:`CULTURAL_SPLIT` (the steering split's own rule), so both forms and all countries of a
+    test question stay out of the SAE's training text.
     """
     train: list[Document] = []
     heldout: list[Document] = []
@@ -338,10 +348,30 @@ def cultural_documents(folder: Path = CULTURAL_DIR) -> tuple[list[Document], lis
             texts = [text.strip() for text in _strings(record) if len(text.split()) >= 2]
             if not texts:
                 continue
-            key = str(record.get("question_id") or record.get("id") or texts[0])
             document = Document("\n".join(texts), _record_language(record, path), "cultural")
-            (heldout if stable_hash(key) % 2 else train).append(document)
+            (heldout if is_test_question(_question_key(record, texts), **CULTURAL_SPLIT)
+             else train).append(document)
     return train, heldout
+
+
+def _question_key(record: dict, texts: list[str]) -> str:
+    return str(record.get("question_id") or record.get("id") or texts[0])
+
+
+def cultural_question_ids(folder: Path = CULTURAL_DIR) -> list[str]:
+    """The question ids whose text :func:`cultural_documents` puts in the training corpus."""
+    seen: set[str] = set()
+    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("question_id"):
+                key = str(record["question_id"])
+                if not is_test_question(key, **CULTURAL_SPLIT):
+                    seen.add(key)
+    return sorted(seen)
 
 
 # Short openings about everyday culture, in each language, that the model continues. Topics

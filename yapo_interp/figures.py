@@ -88,13 +88,13 @@ def loss_figure(runs: list[TrainingRun]) -> go.Figure:
                 evaluation = run.log.dropna(subset=["eval_loss"])
                 fig.add_trace(go.Scatter(
                     x=evaluation.step, y=evaluation.eval_loss, mode="lines+markers",
-                    name=f"{label} eval", line=dict(color=color, dash="dash", width=1.8),
+                    name=f"{label} validation", line=dict(color=color, dash="dash", width=1.8),
                     marker=dict(size=6), legendgroup=f"{run.method}-eval",
                     showlegend=(run.method, "eval") not in shown), row=1, col=column)
                 shown.add((run.method, "eval"))
         fig.update_xaxes(title_text="optimiser step", row=1, col=column)
     fig.update_yaxes(title_text="preference loss (eq. 1 / 4)", row=1, col=1)
-    fig.update_layout(template="yapo", title="Training and evaluation loss, YaPO vs BiPO",
+    fig.update_layout(template="yapo", title="Training and validation loss, YaPO vs BiPO",
                       height=460, width=max(560, 480 * len(panels)))
     return fig
 

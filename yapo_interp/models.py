@@ -15,8 +15,10 @@ place that knows where those come from:
   model; ``load_sae("gemma-scope-2b-pt-res-canonical", "layer_15/width_65k/canonical")`` — any
   SAELens release; ``load_sae("path/to/folder")`` — an SAE saved with ``SAE.save_model``.
 
-Presets bundle a model, a steering layer and an SAE: ``embedded`` (runs here, offline) and
-``paper`` (Gemma-2-2B, layer 15, Gemma Scope 65k, as in the paper; needs a model hub).
+Presets bundle a model, a steering layer, an SAE and a training recipe: ``embedded`` (runs here,
+offline), ``paper`` (the authors' recipe: Gemma-2-2B-it, layer 15, Gemma Scope
+``gemma-scope-2b-pt-res`` ``layer_15/width_65k/average_l0_68``; needs a model hub) and
+``paper-base`` (the earlier reading of the paper's text: base Gemma-2-2B with the canonical SAE).
 
 The cache folder defaults to the user's cache dir (``~/.cache/yapo_interp``) and is overridden by
 the ``YAPO_INTERP_CACHE`` environment variable.
@@ -63,7 +65,15 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class Preset:
-    """A model, the layer to steer at, and the SAE trained on that layer's residual stream."""
+    """A model, the layer to steer at, the SAE trained on that layer's residual stream, and the
+    training recipe that goes with them (prompt format, rejected answers, optimiser details).
+
+    ``paper`` follows the authors' training code where it is more specific than the paper's
+    text (see the README's table and ``shared/AUTHORS_CODE.md``): the instruction model with its
+    chat template, MCQ prompts with a ``\\boxed{k}`` chosen answer, the model's own greedy answer
+    as the rejected one, EOS appended to responses, gradient clipping at 1.0, and a global batch
+    of 32 (their 8 ranks × 4, here 8 accumulated micro-batches of 4 on one device).
+    """
 
     name: str
     model: str
@@ -72,6 +82,16 @@ class Preset:
     sae_id: str | None
     description: str
     lr: float = 5e-4  # training learning rate for BiPO / YaPO (appendix A: 5e-4)
+    # the SAE id per layer where a family's ids differ by more than the layer (Gemma Scope's
+    # L0 suffixes); other layers follow ``sae_id`` with the layer number replaced
+    sae_ids_by_layer: tuple[tuple[int, str], ...] = ()
+    prompt_style: str = "completion"  # "completion" (base models) or "chat" (chat template)
+    response_format: str = "option"  # "option": the option text; "mcq": numbered options, \boxed{k}
+    rejected: str = "western"  # y_l: western | other | all | generated (the model's own answer)
+    append_eos: bool = False  # EOS token appended to chosen and rejected responses
+    max_grad_norm: float | None = None  # gradient clipping of v (None: off)
+    gradient_accumulation: int = 1  # micro-batches per optimiser step (global batch = batch × this)
+    mcq_mode: str = "loglik"  # how evaluate scores the MCQ by default: loglik | boxed
 
     @property
     def hook_name(self) -> str:
@@ -81,10 +101,16 @@ class Preset:
         """The (release, id) of this preset's SAE family at another layer."""
         if self.sae_release == EMBEDDED:
             return EMBEDDED, None
+        by_layer = dict(self.sae_ids_by_layer)
+        if layer in by_layer:
+            return self.sae_release, by_layer[layer]
         return self.sae_release, (self.sae_id or "").replace(
             f"layer_{self.layer}/", f"layer_{layer}/"
         )
 
+
+# The authors' Gemma Scope choices for Gemma-2-2B (width 65k, their L0 per layer).
+_AUTHORS_L0 = {12: 72, 13: 75, 14: 73, 15: 68, 16: 69, 17: 68}
 
 PRESETS: dict[str, Preset] = {
     "embedded": Preset(
@@ -101,11 +127,31 @@ PRESETS: dict[str, Preset] = {
     ),
     "paper": Preset(
         name="paper",
+        model="gemma-2-2b-it",
+        layer=15,
+        sae_release="gemma-scope-2b-pt-res",
+        sae_id="layer_15/width_65k/average_l0_68",
+        sae_ids_by_layer=tuple((layer, f"layer_{layer}/width_65k/average_l0_{l0}")
+                               for layer, l0 in _AUTHORS_L0.items()),
+        description="the paper's recipe as the authors' code runs it: Gemma-2-2B-it with its chat "
+                    "template, layer 15, Gemma Scope 65k (L0 68), MCQ prompts, on-policy "
+                    "rejected answers (needs a model hub)",
+        prompt_style="chat",
+        response_format="mcq",
+        rejected="generated",
+        append_eos=True,
+        max_grad_norm=1.0,
+        gradient_accumulation=8,
+        mcq_mode="boxed",
+    ),
+    "paper-base": Preset(
+        name="paper-base",
         model="gemma-2-2b",
         layer=15,
         sae_release="gemma-scope-2b-pt-res-canonical",
         sae_id="layer_15/width_65k/canonical",
-        description="the paper's setting: Gemma-2-2B, layer 15, Gemma Scope 65k (needs a model hub)",
+        description="the paper's text read literally on the base model: Gemma-2-2B, layer 15, "
+                    "Gemma Scope canonical 65k, completion prompts (needs a model hub)",
     ),
 }
 

@@ -135,8 +135,18 @@ class PreparedPair:
         return torch.cat([self.prompt, self.response(which)])
 
 
-def tokenize_pairs(model: HookedTransformer, pairs: Sequence[PreferencePair]) -> list[PreparedPair]:
-    """Prompt with BOS, responses without (as in ``logprobs.response_logprobs``)."""
+def tokenize_pairs(model: HookedTransformer, pairs: Sequence[PreferencePair], *,
+                   append_eos: bool = False) -> list[PreparedPair]:
+    """Prompt with BOS, responses without (as in ``logprobs.response_logprobs``). With
+    ``append_eos`` each response ends with the tokenizer's EOS token, as the authors' training
+    code appends it: the vector then also learns where the preferred answer stops."""
+    eos = torch.zeros(0, dtype=torch.long)
+    if append_eos:
+        eos_id = getattr(model.tokenizer, "eos_token_id", None)
+        if eos_id is None:
+            raise UserError("append_eos needs a tokenizer with an EOS token; this model's has "
+                            "none. Turn append_eos off.")
+        eos = torch.tensor([int(eos_id)], dtype=torch.long)
     prepared = []
     for index, pair in enumerate(pairs):
         for which in RESPONSES:
@@ -145,8 +155,8 @@ def tokenize_pairs(model: HookedTransformer, pairs: Sequence[PreferencePair]) ->
                                 "pair needs a non-empty chosen and rejected text.")
         prepared.append(PreparedPair(
             prompt=tokenize_prompt(model, pair.prompt),
-            chosen=tokenize_response(model, pair.chosen),
-            rejected=tokenize_response(model, pair.rejected),
+            chosen=torch.cat([tokenize_response(model, pair.chosen), eos]),
+            rejected=torch.cat([tokenize_response(model, pair.rejected), eos]),
         ))
     return prepared
 
@@ -294,8 +304,9 @@ class PreferenceObjective:
 
     def __init__(self, model: HookedTransformer, layer: int, *, sae: SAE | None = None,
                  beta: float = 0.1, multiplier: float = 1.0,
-                 fast_path: FastPath | None = None) -> None:
+                 fast_path: FastPath | None = None, append_eos: bool = False) -> None:
         self.model = model
+        self.append_eos = append_eos
         self.layer = layer
         self.sae = sae
         self.beta = beta
@@ -328,7 +339,7 @@ class PreferenceObjective:
                 progress: bool = False) -> list[PreparedPair]:
         """Tokenize ``pairs``; cache layer-L residuals and reference log-probs if the fast path
         uses them (one forward per sequence, done once)."""
-        prepared = tokenize_pairs(self.model, pairs)
+        prepared = tokenize_pairs(self.model, pairs, append_eos=self.append_eos)
         fast = self.fast_path
         if not (fast.cache_activations or fast.cache_reference):
             return prepared

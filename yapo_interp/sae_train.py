@@ -58,7 +58,8 @@ import torch
 from jaxtyping import Float, Int
 
 from yapo_interp.cli import add_common_args, run_cli, set_seed
-from yapo_interp.corpus import CorpusConfig, Document, build_corpus, load_corpus
+from yapo_interp.corpus import (
+    CULTURAL_SPLIT_RULE, CorpusConfig, Document, build_corpus, cultural_question_ids, load_corpus)
 from yapo_interp.errors import UserError
 from yapo_interp.io import read_json, write_json, write_text
 from yapo_interp.models import SHIPPED_SAE_DIR, check_layer
@@ -621,6 +622,10 @@ def main(argv: list[str] | None = None) -> int:
             "corpus_config": asdict(config.corpus),
             "corpus_train_tokens": n_rows,
             "corpus_parts": manifest["parts"],
+            # the steering split whose test questions this SAE never saw, and the cultural
+            # questions it did see: evaluate refuses to score a sparse vector on those
+            "cultural_split": CULTURAL_SPLIT_RULE,
+            "cultural_question_ids": cultural_question_ids(),
             "excluded": "BOS position (position 0) of every 128-token window",
             "date": time.strftime("%Y-%m-%d"),
         }

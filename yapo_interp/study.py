@@ -7,9 +7,14 @@ the exact command lines are written to the report, so any stage can be rerun by 
 that finished with the same command line is skipped when the study is started again, and
 training resumes from its last epoch, so an interrupted study continues where it stopped.
 
-``--quick`` shrinks every stage (fewer patching pairs, a few epochs with a short warm-up, fewer
-evaluation items, no open-ended judge) so that the study finishes on a 2-core CPU in well under
-30 minutes; the full study uses the paper's settings (20 epochs, 100 warm-up steps).
+``--quick`` shrinks every stage (fewer patching pairs, a few epochs, at most 32 training pairs
+made of whole questions with both forms in proportion, no open-ended judge) so that the study
+finishes on a 2-core CPU in about half an hour; the full study uses the paper's settings (20
+epochs, 100 warm-up steps). Either way the warm-up is capped at 10 % of each run, the rejected
+answers are the model's own greedy answers (``--rejected generated``, as in the authors' code;
+generated once and shared by both methods), the eval loss is measured on validation questions
+carved from the training questions, and evaluation runs on the test questions of the fixed
+question-level split (seed 0), which neither the vectors nor the SAEs saw.
 
 Example::
 
@@ -27,8 +32,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from yapo_interp.cli import run_cli
+from yapo_interp.data.pairs import REJECTED
 from yapo_interp.errors import UserError
 from yapo_interp.io import read_json, run_info, write_json, write_text
+from yapo_interp.models import PRESETS
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class StudyPlan:
     epochs: int = 20
     warmup_steps: int = 100
     max_pairs: int | None = None
+    rejected: str = "generated"
     eval_max_items: int | None = None
     judge: str = "local"
     attribution_prompts: int = 400
@@ -53,7 +61,7 @@ class StudyPlan:
     @classmethod
     def quick(cls, countries: Sequence[str], **overrides) -> StudyPlan:
         return cls(countries=tuple(countries), settings=("both",), patching_pairs=6, epochs=4,
-                   warmup_steps=10, max_pairs=32, eval_max_items=16, judge="none",
+                   max_pairs=32, judge="none",
                    attribution_prompts=120, **overrides)
 
 
@@ -124,7 +132,7 @@ def run_study(plan: StudyPlan, out: Path) -> Path:
                     runner.run(f"train-{country}-{setting}-{method}", "train", train.main, [
                         "--method", method, "--country", country, "--setting", setting,
                         "--layer", layer, "--epochs", plan.epochs,
-                        "--warmup-steps", plan.warmup_steps,
+                        "--warmup-steps", plan.warmup_steps, "--rejected", plan.rejected,
                         *(["--max-pairs", plan.max_pairs] if plan.max_pairs else []),
                         "--out", run_dir, *common])
         runner.run("evaluate", "evaluate", evaluate.main, [
@@ -178,7 +186,7 @@ def write_report(out: Path, plan: StudyPlan, layer: int, runner: StageRunner,
         f"{' (nearest layer with a shipped SAE)' if layer != chosen['chosen_layer'] else ''}.", "",
         figure("patching_patching_curves", "Activation patching curves"), "",
         "## 2. Training (BiPO vs YaPO, eq. 1 and 4)", "",
-        figure("loss_curves", "Training and evaluation loss"), "",
+        figure("loss_curves", "Training and validation loss"), "",
         "## 3. Evaluation (section 4)", "",
         "### MCQ accuracy (table 1)", "", _read_text(out / "evaluate" / "table1_mcq.md"), "",
         "### PNLG and RCA by country (table 5)", "",
@@ -212,7 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--countries", nargs="+", default=["egypt", "morocco"])
     parser.add_argument("--quick", action="store_true",
                         help="small settings that finish on a 2-core CPU in under 30 minutes")
-    parser.add_argument("--preset", default="embedded", choices=("embedded", "paper"))
+    parser.add_argument("--preset", default="embedded", choices=sorted(PRESETS))
+    parser.add_argument("--rejected", choices=REJECTED, default=None,
+                        help="dispreferred answers for training (default: generated, the model's "
+                             "own greedy answer, as in the authors' code)")
     parser.add_argument("--layer", type=int, default=None,
                         help="steer at this layer instead of the patching choice")
     parser.add_argument("--epochs", type=int, default=None, help="override the epochs")
@@ -233,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                  "device": args.device}
     plan = StudyPlan.quick(countries, **overrides) if args.quick else \
         StudyPlan(countries=countries, **overrides)
-    changes = {key: value for key, value in (("epochs", args.epochs), ("judge", args.judge))
+    changes = {key: value for key, value in (("epochs", args.epochs), ("judge", args.judge),
+                                             ("rejected", args.rejected))
                if value is not None}
     if changes:
         plan = StudyPlan(**(asdict(plan) | changes))

@@ -5,7 +5,19 @@ preference triples draws one direction ``d ~ U{−1, +1}`` and takes an AdamW st
 eq. 1 (BiPO, dense ``v ∈ R^{d_model}``) or eq. 4 (YaPO, sparse ``v ∈ R^{d_sae}`` steering through a
 frozen SAE); the model and the SAE stay frozen, ``λ = 1``. Defaults are appendix A's: AdamW
 (β₁ 0.9, β₂ 0.999, weight decay 0.05), learning rate 5e-4, cosine schedule with 100 warm-up steps,
-batch 4, 20 epochs; β = 0.1 (appendix A does not state β; 0.1 is BiPO's default).
+batch 4, 20 epochs; β = 0.1 (appendix A does not state β; 0.1 is BiPO's default). The warm-up is
+capped at ``warmup_ratio`` (10 %) of the run, so a short run reaches its peak learning rate: 100
+warm-up steps in a 32-step run would leave the rate at a fraction of the peak throughout. The
+effective schedule is saved in ``run.json``. ``v`` is float32 whatever the model's dtype (AdamW
+updates of a bf16 ``v`` vanish below bf16 resolution). The ``paper`` preset adds what the
+authors' code does beyond appendix A: gradient clipping at 1.0, EOS appended to responses, and a
+global batch of 32 (here ``gradient_accumulation`` micro-batches of 4, one ``d`` drawn per
+micro-batch as each of their 8 data-parallel ranks draws its own).
+
+The data split is by question (``yapo_interp.data.pairs``): test questions never reach training;
+the eval loss is measured on a *validation* split carved from the training questions. The
+vector's metadata records every question it was fitted or validated on, and ``evaluate``
+refuses to score it on any of them.
 The loss is computed by ``objective.PreferenceObjective`` with the fast path on (cached layer-L
 activations and reference log-probs, unembedding at response positions only, chosen and rejected
 batched with a shared prompt) — proven equal to the plain computation in
@@ -36,6 +48,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -44,7 +57,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from yapo_interp.cli import add_common_args, model_name, preset_from_args, run_cli, set_seed
+from yapo_interp.cli import (add_common_args, check_run_args, check_sae_available, model_name,
+                             preset_from_args, run_cli, set_seed)
+from yapo_interp.data.pairs import (
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VALIDATION_FRACTION,
+    REJECTED,
+)
 from yapo_interp.errors import UserError
 from yapo_interp.io import append_jsonl, atomic_path, read_jsonl, run_info, write_json, write_text
 from yapo_interp.objective import FastPath, PreferenceObjective
@@ -61,6 +80,7 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
     from yapo_interp.data import PreferencePair
+    from yapo_interp.models import Preset
 
 CHECKPOINT = "checkpoint.pt"
 DEFAULT_OUT = Path("runs/train/METHOD-COUNTRY-SETTING-LLAYER")
@@ -79,6 +99,10 @@ class TrainConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.05
     warmup_steps: int = 100
+    warmup_ratio: float | None = 0.1  # cap: warm-up ≤ this share of the run (None: no cap)
+    max_grad_norm: float | None = None  # clip ‖∇v‖ (authors' code: 1.0); None: no clipping
+    gradient_accumulation: int = 1  # micro-batches per optimiser step
+    append_eos: bool = False  # EOS token at the end of chosen and rejected responses
     batch_size: int = 4
     epochs: int = 20
     seed: int = 0
@@ -94,13 +118,19 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise UserError(f"Unknown method {self.method!r}; use one of {', '.join(METHODS)}.")
-        for name in ("batch_size", "epochs", "forward_batch_size"):
+        for name in ("batch_size", "epochs", "forward_batch_size", "gradient_accumulation"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if self.beta <= 0:
             raise UserError(f"beta must be positive, got {self.beta}.")
         if self.lr <= 0:
             raise UserError(f"lr must be positive, got {self.lr}.")
+        if self.warmup_steps < 0:
+            raise UserError(f"warmup_steps must be 0 or more, got {self.warmup_steps}.")
+        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio <= 1:
+            raise UserError(f"warmup_ratio must be between 0 and 1, got {self.warmup_ratio}.")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise UserError(f"max_grad_norm must be positive, got {self.max_grad_norm}.")
         self.fast_path()  # validates the flag combination
 
     def fast_path(self) -> FastPath:
@@ -137,6 +167,31 @@ def pairs_hash(pairs: Sequence[PreferencePair]) -> str:
     for pair in pairs:
         digest.update(json.dumps([pair.prompt, pair.chosen, pair.rejected]).encode())
     return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The learning-rate schedule a run actually uses (saved in ``run.json``)."""
+
+    total_steps: int  # optimiser steps
+    warmup_steps: int  # effective warm-up, after the cap
+    requested_warmup_steps: int
+    peak_lr: float
+    pairs_per_step: int  # batch_size × gradient_accumulation
+    kind: str = "cosine with linear warm-up"
+
+
+def training_schedule(config: TrainConfig, n_pairs: int) -> Schedule:
+    """Optimiser steps of a run on ``n_pairs`` and its effective warm-up:
+    ``min(warmup_steps, ⌊warmup_ratio × total⌋)``."""
+    pairs_per_step = config.batch_size * config.gradient_accumulation
+    total = config.epochs * math.ceil(n_pairs / pairs_per_step)
+    warmup = config.warmup_steps
+    if config.warmup_ratio is not None:
+        warmup = min(warmup, math.floor(config.warmup_ratio * total))
+    return Schedule(total_steps=total, warmup_steps=warmup,
+                    requested_warmup_steps=config.warmup_steps, peak_lr=config.lr,
+                    pairs_per_step=pairs_per_step)
 
 
 def resolve_layer(config: TrainConfig, sae: SAE | None) -> int:
@@ -260,14 +315,19 @@ def train_steering_vector(
 
     objective = PreferenceObjective(model, layer, sae=sae if config.is_sparse else None,
                                     beta=config.beta, multiplier=config.multiplier,
-                                    fast_path=config.fast_path())
+                                    fast_path=config.fast_path(), append_eos=config.append_eos)
     width = sae.cfg.d_sae if config.is_sparse else model.cfg.d_model
-    steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
-    v = torch.zeros(width, device=model.cfg.device, dtype=model.cfg.dtype, requires_grad=True)
+    schedule = training_schedule(config, len(pairs))
+    total_steps = schedule.total_steps
+    if schedule.warmup_steps >= total_steps:
+        warnings.warn(f"warm-up ({schedule.warmup_steps} steps) covers the whole run "
+                      f"({total_steps} steps): the learning rate never reaches its peak. Lower "
+                      "--warmup-steps or keep the default --warmup-ratio.", stacklevel=2)
+    # float32 whatever the model's dtype: AdamW updates of a bf16 v vanish below its resolution
+    v = torch.zeros(width, device=model.cfg.device, dtype=torch.float32, requires_grad=True)
     optimizer = torch.optim.AdamW([v], lr=config.lr, betas=config.adam_betas,
                                   weight_decay=config.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, schedule.warmup_steps, total_steps)
     generator = torch.Generator().manual_seed(config.seed)
     start_epoch, step = 0, 0
     identity = {"config": asdict(config), "train": pairs_hash(pairs),
@@ -290,7 +350,8 @@ def train_steering_vector(
     elif out is not None:
         write_text(out / LOG, "")
         write_json(out / "run.json", run_info({**extra, "layer": layer, "n_train": len(pairs),
-                                               "n_eval": len(eval_pairs)}))
+                                               "n_eval": len(eval_pairs),
+                                               "schedule": asdict(schedule)}))
 
     with frozen(model, sae):
         finished = start_epoch >= config.epochs
@@ -307,21 +368,34 @@ def train_steering_vector(
                     objective, eval_data, v, config.forward_batch_size)})
 
         for epoch in range(start_epoch + 1, config.epochs + 1):
-            for indices in torch.randperm(len(pairs), generator=generator).split(config.batch_size):
-                direction = 1 if int(torch.randint(2, (1,), generator=generator)) else -1
-                loss = objective.loss([train_data[i] for i in indices.tolist()], v, direction)
+            batches = torch.randperm(len(pairs), generator=generator).split(config.batch_size)
+            for first in range(0, len(batches), config.gradient_accumulation):
+                micro_batches = batches[first : first + config.gradient_accumulation]
+                n_step = sum(len(indices) for indices in micro_batches)
                 lr = scheduler.get_last_lr()[0]  # the rate this step uses
                 optimizer.zero_grad()
-                loss.backward()
+                loss_total, directions = 0.0, []
+                for indices in micro_batches:  # one d per micro-batch, gradients accumulated
+                    direction = 1 if int(torch.randint(2, (1,), generator=generator)) else -1
+                    loss = objective.loss([train_data[i] for i in indices.tolist()], v,
+                                          direction)
+                    (loss * (len(indices) / n_step)).backward()
+                    loss_total += loss.item() * len(indices) / n_step
+                    directions.append(direction)
+                grad_norm = float(v.grad.norm())
+                if config.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_([v], config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}", d=direction)
+                bar.set_postfix(loss=f"{loss_total:.4f}", d=directions[0])
                 if out is not None:
                     append_jsonl(out / LOG, {"step": step, "epoch": epoch,
-                                             "train_loss": loss.item(), "direction": direction,
-                                             "lr": lr})
+                                             "train_loss": loss_total,
+                                             "direction": directions[0] if len(directions) == 1
+                                             else directions,
+                                             "lr": lr, "grad_norm": grad_norm})
                 if config.eval_every and step % config.eval_every == 0:
                     log_eval(epoch)
             if not config.eval_every:
@@ -358,17 +432,27 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--country", help="country of the cultural dataset, e.g. egypt")
     data.add_argument("--setting", choices=("localized", "nonlocalized", "both"),
                       default="localized", help="prompt setting (default: localized)")
-    data.add_argument("--rejected", choices=("western", "other", "all"), default="western",
-                      help="dispreferred responses: the Western option, other countries' "
-                           "options, or all (default: western)")
+    data.add_argument("--rejected", choices=REJECTED, default=None,
+                      help="dispreferred responses: the Western option, another country's "
+                           "option, all other options, or the model's own greedy answer "
+                           "(generated, on-policy; cached). Default: the preset's (embedded: "
+                           "western, paper: generated)")
     data.add_argument("--data", type=Path, default=None,
                       help="cultural dataset file/folder (default: the shipped data)")
     data.add_argument("--behaviour-csv", type=Path, default=None,
                       help="train on a behaviour CSV (question,matching,not_matching) instead")
-    data.add_argument("--test-fraction", type=float, default=0.25,
-                      help="held-out share for the eval loss (default: 0.25)")
+    data.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
+                      help="share of questions held out as test (by a hash of the question id; "
+                           f"default {DEFAULT_TEST_FRACTION}); never trained or tuned on")
+    data.add_argument("--validation-fraction", type=float, default=DEFAULT_VALIDATION_FRACTION,
+                      help="share of the training questions kept out of fitting for the eval "
+                           f"loss and tuning (default {DEFAULT_VALIDATION_FRACTION})")
+    data.add_argument("--split-seed", type=int, default=0,
+                      help="seed of the question split (default 0; keep it fixed across "
+                           "training seeds so every run has the same test questions)")
     data.add_argument("--max-pairs", type=int, default=None,
-                      help="use at most N training pairs (quick runs)")
+                      help="use whole questions (seeded order) up to N training pairs, forms "
+                           "in proportion (quick runs)")
     training = parser.add_argument_group("training (defaults: appendix A)")
     training.add_argument("--layer", type=int, default=None,
                           help="steering layer (default: the preset's)")
@@ -383,9 +467,18 @@ def build_parser() -> argparse.ArgumentParser:
                           help="learning rate (default: the preset's; paper: 5e-4, embedded: "
                                "0.5, see models.Preset.lr)")
     training.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                          help=f"pairs per step; one d per step (default: {defaults.batch_size})")
+                          help=f"pairs per micro-batch; one d each (default: {defaults.batch_size})")
+    training.add_argument("--gradient-accumulation", type=int, default=None,
+                          help="micro-batches per optimiser step (default: the preset's; paper: 8, "
+                               "a global batch of 32 as the authors' 8 ranks × 4)")
+    training.add_argument("--max-grad-norm", type=float, default=None,
+                          help="clip the gradient norm of v (default: the preset's; paper: 1.0)")
     training.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
-                          help=f"warm-up steps of the cosine schedule (default: {defaults.warmup_steps})")
+                          help=f"warm-up steps of the cosine schedule (default: {defaults.warmup_steps}), "
+                               "capped by --warmup-ratio")
+    training.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio,
+                          help="cap the warm-up at this share of the run (default: "
+                               f"{defaults.warmup_ratio}; 1 = no cap)")
     training.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
                           help=f"AdamW weight decay (default: {defaults.weight_decay})")
     training.add_argument("--eval-every", type=int, default=defaults.eval_every,
@@ -403,34 +496,108 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_pairs(args: argparse.Namespace) -> tuple[list, list, dict[str, Any]]:
-    """Training and held-out preference pairs (completion-style prompts, as the objective scores
-    them) and what to record about them."""
+@dataclass(frozen=True)
+class DataSelection:
+    """Which cultural questions a run fits on and validates on, and how its pairs look."""
+
+    country: str
+    setting: str = "localized"
+    rejected: str = "western"
+    style: str = "completion"
+    response_format: str = "option"
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    split_seed: int = 0
+    max_pairs: int | None = None
+    data: str | None = None
+
+
+def select_items(selection: DataSelection) -> tuple[list, list, dict[str, Any]]:
+    """``(fit_items, validation_items, info)`` of a cultural run; ``info`` goes into the vector's
+    metadata: the split rule, seed and fractions, and every question id the run used (fit and
+    validation), which ``evaluate`` refuses to score the vector on."""
     from yapo_interp import data
 
-    if args.behaviour_csv is not None:
-        pairs = list(data.load_behaviour_csv(args.behaviour_csv))
-        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(args.seed))
-        n_test = int(round(len(pairs) * args.test_fraction))
-        test = [pairs[i] for i in order[:n_test].tolist()]
-        train = [pairs[i] for i in order[n_test:].tolist()]
-        return train, test, {"behaviour_csv": str(args.behaviour_csv), "dataset_hash":
-                             pairs_hash(pairs), "country": None, "setting": None}
-    if not args.country:
-        raise UserError("Say which country to train for (--country egypt), or give "
-                        "--behaviour-csv FILE.")
-    countries = data.resolve_countries([args.country])
-    items = data.load_cultural(args.data, countries=countries)
-    train_items, test_items = data.split_items(items, test_fraction=args.test_fraction,
-                                               seed=args.seed)
+    countries = data.resolve_countries([selection.country])
+    items = data.load_cultural(selection.data, countries=countries)
+    fit, validation = data.validation_questions(
+        items, test_fraction=selection.test_fraction,
+        validation_fraction=selection.validation_fraction, seed=selection.split_seed)
+    if selection.max_pairs is not None:
+        fit = data.limit_pairs_by_question(fit, selection.max_pairs, setting=selection.setting,
+                                           rejected=selection.rejected,
+                                           seed=selection.split_seed)
+    if not fit:
+        raise UserError(f"no training questions for {countries[0]} after the split; lower "
+                        "--test-fraction / --validation-fraction")
+    used = sorted({item.question_id for item in [*fit, *validation]})
+    info = {"country": countries[0], "setting": selection.setting,
+            "rejected": selection.rejected, "prompt_style": selection.style,
+            "response_format": selection.response_format,
+            "dataset_hash": data.dataset_hash(items),
+            "split": {"rule": data.SPLIT_RULE, "test_fraction": selection.test_fraction,
+                      "validation_fraction": selection.validation_fraction,
+                      "seed": selection.split_seed},
+            "train_question_ids": used}
+    return fit, validation, info
 
-    def build(chunk):
-        return data.build_preference_pairs(chunk, setting=args.setting, rejected=args.rejected)
 
-    return build(train_items), build(test_items), {
-        "country": countries[0], "setting": args.setting, "rejected": args.rejected,
-        "dataset_hash": data.dataset_hash(items),
-    }
+def build_pairs(model: HookedTransformer, items: Sequence, selection: DataSelection, *,
+                cache_dir: Path | None = None, progress: bool = True) -> list[PreferencePair]:
+    """The preference pairs of ``items`` as ``selection`` formats them (generating and caching
+    the model's own answers first when ``rejected="generated"``)."""
+    from yapo_interp import data
+
+    generated = None
+    if selection.rejected == "generated":
+        from yapo_interp.models import cache_root
+        from yapo_interp.onpolicy import GenerationSettings, generated_rejections
+
+        prompts = [data.pair_prompt(item, form, style=selection.style,
+                                    response_format=selection.response_format,
+                                    tokenizer=model.tokenizer)[0]
+                   for form in data.setting_forms(selection.setting)
+                   for item in items if item.has_form(form)]
+        settings = GenerationSettings(model=model.cfg.model_name,
+                                      first_line_only=selection.style == "completion")
+        generated = generated_rejections(
+            model, prompts, settings=settings,
+            cache_dir=cache_dir or cache_root() / "onpolicy", progress=progress)
+    return data.build_preference_pairs(
+        items, setting=selection.setting, rejected=selection.rejected, style=selection.style,
+        tokenizer=model.tokenizer, response_format=selection.response_format,
+        generated=generated)
+
+
+def behaviour_pairs(path: Path, *, test_fraction: float, seed: int
+                    ) -> tuple[list, list, dict[str, Any]]:
+    """Training and held-out pairs of a behaviour CSV (split by a seeded permutation)."""
+    from yapo_interp import data
+
+    pairs = list(data.load_behaviour_csv(path))
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))
+    n_test = int(round(len(pairs) * test_fraction))
+    test = [pairs[i] for i in order[:n_test].tolist()]
+    train = [pairs[i] for i in order[n_test:].tolist()]
+    return train, test, {"behaviour_csv": str(path), "dataset_hash": pairs_hash(pairs),
+                         "country": None, "setting": None}
+
+
+def config_from_args(args: argparse.Namespace, preset: Preset) -> TrainConfig:
+    """The ``TrainConfig`` of a command line, the preset filling what the user left out."""
+    flags = {name: not (args.plain or getattr(args, f"no_{name}"))
+             for name in ("cache_activations", "cache_reference", "response_only_unembed",
+                          "batch_chosen_rejected", "share_prompt")}
+    return TrainConfig(
+        method=args.method, layer=args.layer if args.layer is not None else preset.layer,
+        beta=args.beta, lr=args.lr if args.lr is not None else preset.lr,
+        batch_size=args.batch_size, epochs=args.epochs, warmup_steps=args.warmup_steps,
+        warmup_ratio=None if args.warmup_ratio >= 1 else args.warmup_ratio,
+        max_grad_norm=args.max_grad_norm if args.max_grad_norm is not None
+        else preset.max_grad_norm,
+        gradient_accumulation=args.gradient_accumulation or preset.gradient_accumulation,
+        append_eos=preset.append_eos, weight_decay=args.weight_decay, seed=args.seed,
+        eval_every=args.eval_every, **flags)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -441,21 +608,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = preset_from_args(args)
-    layer = args.layer if args.layer is not None else preset.layer
-    flags = {name: not (args.plain or getattr(args, f"no_{name}"))
-             for name in ("cache_activations", "cache_reference", "response_only_unembed",
-                          "batch_chosen_rejected", "share_prompt")}
-    lr = args.lr if args.lr is not None else preset.lr
-    config = TrainConfig(method=args.method, layer=layer, beta=args.beta, lr=lr,
-                         batch_size=args.batch_size, epochs=args.epochs,
-                         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
-                         seed=args.seed, eval_every=args.eval_every, **flags)
-    train_pairs, eval_pairs, data_info = load_pairs(args)  # before the model: fail fast
-    if args.max_pairs is not None:
-        train_pairs = train_pairs[: args.max_pairs]
+    config = config_from_args(args, preset)
+    layer = config.layer
+    if args.max_pairs is not None and args.max_pairs < 1:
+        raise UserError(f"--max-pairs must be at least 1, got {args.max_pairs}")
+    check_run_args(args, layers=[layer])  # device, --out, layer range: before the model load
+    if config.is_sparse and not args.sae:
+        check_sae_available(preset.sae_for_layer(layer)[0], layer)
+    selection = None
+    if args.behaviour_csv is not None:  # before the model: fail fast on bad data
+        train_pairs, eval_pairs, data_info = behaviour_pairs(
+            args.behaviour_csv, test_fraction=args.test_fraction, seed=args.split_seed)
+        if args.max_pairs is not None:
+            train_pairs = train_pairs[: args.max_pairs]
+    elif not args.country:
+        raise UserError("Say which country to train for (--country egypt), or give "
+                        "--behaviour-csv FILE.")
+    else:
+        selection = DataSelection(
+            country=args.country, setting=args.setting,
+            rejected=args.rejected or preset.rejected, style=preset.prompt_style,
+            response_format=preset.response_format, test_fraction=args.test_fraction,
+            validation_fraction=args.validation_fraction, split_seed=args.split_seed,
+            max_pairs=args.max_pairs, data=str(args.data) if args.data else None)
+        fit_items, validation_items, data_info = select_items(selection)
     name = model_name(args)
     model = load_model(name, device=args.device)
     check_layer(model, layer)
+    if selection is not None:
+        train_pairs = build_pairs(model, fit_items, selection)
+        eval_pairs = build_pairs(model, validation_items, selection, progress=False)
     sae, sae_info = None, None
     if config.is_sparse:
         release, sae_id = (args.sae, args.sae_id) if args.sae else preset.sae_for_layer(layer)
@@ -468,8 +650,11 @@ def main(argv: list[str] | None = None) -> int:
         label = data_info.get("country") or Path(str(data_info.get("behaviour_csv"))).stem
         setting = data_info.get("setting") or "csv"
         out = Path("runs/train") / f"{args.method}-{label}-{setting}-L{layer}"
+    schedule = training_schedule(config, len(train_pairs))
     print(f"[train] {args.method} on {name}, layer {layer}: {len(train_pairs)} training pairs, "
-          f"{len(eval_pairs)} held out -> {out}", file=sys.stderr)
+          f"{len(eval_pairs)} validation pairs; {schedule.total_steps} steps of "
+          f"{schedule.pairs_per_step} pairs, warm-up {schedule.warmup_steps} -> {out}",
+          file=sys.stderr)
     started = time.time()
     vector = train_steering_vector(
         model, train_pairs, eval_pairs, config, sae=sae, out_dir=out, sae_info=sae_info,
@@ -479,12 +664,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = f"[train] saved {vector!r} to {out / 'vector'} ({seconds:.0f} s)"
     if (out / LOG).is_file():
         records = read_jsonl(out / LOG)
-        losses = [r["train_loss"] for r in records if "train_loss" in r]
         evals = [r["eval_loss"] for r in records if "eval_loss" in r]
-        if losses:
-            summary += f"; train loss {losses[0]:.4f} -> {losses[-1]:.4f}"
         if evals:
-            summary += f"; eval loss {evals[-1]:.4f}"
+            summary += f"; validation loss {math.log(2):.4f} at v = 0 -> {evals[-1]:.4f}"
     print(summary)
     return 0
 

@@ -25,7 +25,10 @@ class PreferencePair:
 from yapo_interp.data.loaders import (  # noqa: E402
     CULTURAL_DIR, load_behaviour_csv, load_cultural, load_dataset_file, shipped_files)
 from yapo_interp.data.pairs import (  # noqa: E402
-    build_preference_pairs, other_country_option, setting_forms, split_items)
+    DEFAULT_OPTION_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, REJECTED,
+    SPLIT_RULE, build_preference_pairs, is_test_question, is_validation_question,
+    limit_pairs_by_question, other_country_option, pair_prompt, setting_forms, split_items,
+    validation_questions)
 from yapo_interp.data.prompts import (  # noqa: E402
     MCQ_INSTRUCTION, format_prompt, format_response, mcq_prompt, parse_boxed_answer)
 from yapo_interp.data.schema import (  # noqa: E402
@@ -33,7 +36,9 @@ from yapo_interp.data.schema import (  # noqa: E402
     resolve_languages, validate_items, validate_record)
 
 __all__ = [
-    "CULTURAL_DIR", "FORMS", "MCQ_INSTRUCTION", "TOPICS", "CulturalItem", "Form", "Option",
+    "CULTURAL_DIR", "DEFAULT_OPTION_SEED", "DEFAULT_TEST_FRACTION", "DEFAULT_VALIDATION_FRACTION",
+    "FORMS", "REJECTED", "SPLIT_RULE", "is_test_question", "is_validation_question",
+    "limit_pairs_by_question", "pair_prompt", "validation_questions", "MCQ_INSTRUCTION", "TOPICS", "CulturalItem", "Form", "Option",
     "PreferencePair", "build_preference_pairs", "dataset_hash", "find_name_forms",
     "format_prompt", "format_response", "load_behaviour_csv", "load_cultural",
     "load_dataset_file", "mcq_prompt", "other_country_option", "parse_boxed_answer",
