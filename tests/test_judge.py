@@ -274,3 +274,88 @@ def test_local_judge_penalises_wrong_script_and_repetition():
     assert repeated.scores["content_quality"] == 0
     empty = local("")
     assert empty.total == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Dead servers: a deadline per request, giving up on an endpoint that never answers
+# --------------------------------------------------------------------------------------------
+
+
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1 and never answers (a hung server)."""
+
+    def __init__(self):
+        import socket
+
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)
+        self.connections = []
+        self.running = True
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self):
+        while self.running:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.socket.getsockname()[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.socket.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def test_a_server_that_never_answers_hits_the_deadline_and_is_given_up():
+    from yapo_interp.judge import Verdict, unscored_message
+
+    with SilentServer() as server:
+        # the per-try timeout alone (10 s x 4 tries) would hold a request 40 s; the deadline
+        # ends it after the first try
+        judge = OpenAIJudge(server.base_url, "judge-model", timeout=10.0, deadline=0.3,
+                            max_retries=3, retry_wait=0.01, give_up_after=2, workers=1)
+        verdicts = judge.score_many([REQUEST] * 6, progress=False)
+    assert not any(verdict.ok for verdict in verdicts)
+    assert verdicts[0].attempts == 1 and "deadline" in verdicts[0].error
+    assert "timed out" in verdicts[0].error or "Timeout" in verdicts[0].error
+    assert all(verdict.attempts == 0 and "looks down" in verdict.error
+               for verdict in verdicts[2:])  # not sent after two failures in a row
+    assert judge.requests_made == 2 and judge.failures == 6
+    message = unscored_message(verdicts, judge.name)
+    assert message.startswith("the openai:judge-model left 6 of 6 open-ended responses unscored")
+    assert "looks down" in message and "\n" not in message
+    assert unscored_message([Verdict("j", True, scores={"a": 1.0})]) is None
+
+
+def test_malformed_replies_do_not_count_as_a_dead_endpoint():
+    with FakeServer([(200, "no scores here")]) as server:
+        judge = make(server, max_retries=0, give_up_after=1, workers=1)
+        verdicts = judge.score_many([REQUEST] * 3, progress=False)
+    assert len(server.requests) == 3 and all("malformed" in v.error for v in verdicts)
+
+
+def test_a_closed_port_is_reported_before_any_work():
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    judge = OpenAIJudge(f"http://127.0.0.1:{port}/v1", "judge-model")
+    with pytest.raises(JudgeConfigError, match=r"cannot be reached \(Connection refused\): start "
+                                               r"the server or fix --judge-base-url"):
+        judge.check_reachable()
+    with FakeServer([(200, GOOD)]) as server:
+        make(server).check_reachable()  # a listening server passes
+    with pytest.raises(UserError, match="--judge-deadline must be a positive"):
+        OpenAIJudge("http://127.0.0.1:1/v1", "m", deadline=0)

@@ -162,3 +162,25 @@ def test_localization_gain_measures_the_unpatched_localized_shift():
     from yapo_interp.patching import localization_gain
 
     assert localization_gain(summarise(pd.DataFrame(rows))) == pytest.approx(0.6)
+
+
+def test_cli_rejects_repeated_and_out_of_range_layers_before_loading_the_model(tmp_path,
+                                                                                monkeypatch):
+    from yapo_interp import patching
+    from yapo_interp.patching import PatchingConfig, run_patching
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr("yapo_interp.models.load_model", no_model)
+    common = ["--countries", "egypt", "--out", str(tmp_path / "out")]
+    with pytest.raises(UserError, match="--layers lists layer 5 more than once") as error:
+        patching.main(["--layers", "5", "5"] + common)
+    assert "\n" not in str(error.value)
+    with pytest.raises(UserError, match=r"--layers 40 is out of range for embedded, which has "
+                                        r"layers 0\.\.17"):
+        patching.main(["--layers", "3", "40"] + common)
+    with pytest.raises(UserError, match="--batch-pairs must be at least 1"):
+        patching.main(["--batch-pairs", "0"] + common)
+    with pytest.raises(UserError, match="more than once"):  # the library refuses them too
+        run_patching(None, [], PatchingConfig(layers=(1, 1)))

@@ -33,3 +33,23 @@ def test_quick_plan_is_smaller_than_the_paper_plan():
     quick, full = StudyPlan.quick(["egypt"]), StudyPlan(countries=("egypt",))
     assert quick.epochs < full.epochs == 20 and full.warmup_steps == 100
     assert quick.patching_pairs < full.patching_pairs and quick.judge == "none"
+
+
+def test_flags_are_checked_before_the_first_stage(tmp_path, monkeypatch):
+    from yapo_interp import study
+
+    def no_stage(*args, **kwargs):
+        raise AssertionError("no stage may run")
+
+    monkeypatch.setattr(study, "run_study", no_stage)
+    out = ["--out", str(tmp_path / "study")]
+    with pytest.raises(UserError, match=r"--layer 40 is out of range for embedded, which has "
+                                        r"layers 0\.\.17"):
+        study.main(["--quick", "--layer", "40"] + out)
+    with pytest.raises(UserError, match="--layer 5: no SAE is shipped for layer 5"):
+        study.main(["--quick", "--layer", "5"] + out)
+    with pytest.raises(UserError, match="--epochs must be at least 1"):
+        study.main(["--quick", "--epochs", "0"] + out)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        study.main(["--quick", "--out", str(tmp_path / "file" / "study")])

@@ -1040,7 +1040,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from yapo_interp.cli import model_name, preset_from_args, set_seed
+    from yapo_interp.cli import check_run_args, model_name, preset_from_args, set_seed
     from yapo_interp.models import check_layer, load_model
 
     args = build_parser().parse_args(argv)
@@ -1062,6 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
                                max_features=args.max_features)
     prompts = load_prompts(args.prompts_from, config.max_prompts)
     preset = preset_from_args(args)
+    check_run_args(args, layers=[yapo.layer], flag="the vectors' layer")  # before the model load
     model = load_model(model_name(args), device=args.device)
     check_layer(model, yapo.layer)
     if bipo.vector.shape[-1] != model.cfg.d_model:

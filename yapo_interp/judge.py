@@ -22,8 +22,12 @@ evaluation divides it by 10 before computing PNLG (eq. 5) and RCA (eq. 6).
   llama.cpp, Ollama, ... — anything speaking that API). Base URL, model and key come from
   arguments or the environment (``YAPO_JUDGE_BASE_URL``, ``YAPO_JUDGE_MODEL``,
   ``YAPO_JUDGE_API_KEY``). Transient failures (timeouts, connection errors, HTTP 429/5xx) and
-  malformed replies are retried with exponential back-off; a reply that still cannot be parsed
-  is recorded as a *failure* (``Verdict.ok`` is False, no score), never as a zero. Verdicts are
+  malformed replies are retried with exponential back-off, within a total *deadline* per request
+  (connecting, waiting and retrying included); a reply that still cannot be parsed is recorded
+  as a *failure* (``Verdict.ok`` is False, no score), never as a zero. After several requests in
+  a row fail, the judge stops sending (the endpoint is down) and records the rest as failures
+  at once; the progress bar counts failures, and ``unscored_message`` words the summary that
+  makes ``evaluate`` exit non-zero when open-ended scores are missing. Verdicts are
   cached in a JSONL file keyed by ``sha256(judge model, prompt)``, so re-running an evaluation
   makes no second request for a prompt already judged.
 * ``parse_verdict`` reads the four scores from a JSON object (``{"language_quality": 2, ...}``,
@@ -45,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import socket
 import os
 import re
 import threading
@@ -54,7 +59,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -320,10 +326,42 @@ class Judge(ABC):
 
     def score_many(self, requests: Sequence[JudgeRequest], *, progress: bool = True
                    ) -> list[Verdict]:
-        from tqdm.auto import tqdm
+        """Verdicts in the order of ``requests``; the progress bar counts the failures."""
+        return _with_progress(map(self.score, requests), len(requests), self.name, progress)
 
-        return [self.score(request)
-                for request in tqdm(requests, desc=f"judging ({self.name})", disable=not progress)]
+
+def _with_progress(verdicts: Iterable[Verdict], total: int, name: str, progress: bool
+                   ) -> list[Verdict]:
+    from tqdm.auto import tqdm
+
+    results: list[Verdict] = []
+    failed = 0
+    with tqdm(total=total, desc=f"judging ({name})", disable=not progress) as bar:
+        for verdict in verdicts:
+            results.append(verdict)
+            if not verdict.ok:
+                failed += 1
+                bar.set_postfix(failed=failed, refresh=False)
+            bar.update(1)
+    return results
+
+
+def unscored_message(verdicts: Sequence[Verdict] | Sequence[dict[str, Any]],
+                     judge_name: str = "judge") -> str | None:
+    """One line saying how many responses the judge failed to score and why (the most common
+    error), or ``None`` when every response has a score. ``verdicts`` are ``Verdict`` objects or
+    their records (``judge_ok``, ``judge_error``)."""
+    records = [v.as_record() if isinstance(v, Verdict) else v for v in verdicts]
+    failed = [r for r in records if not r.get("judge_ok")]
+    if not failed:
+        return None
+    errors = Counter(str(r.get("judge_error") or "no reason recorded") for r in failed)
+    cause, count = errors.most_common(1)[0]
+    more = f", and {len(errors) - 1} other error(s)" if len(errors) > 1 else ""
+    return (f"the {judge_name} left {len(failed)} of {len(records)} open-ended responses "
+            f"unscored ({count}x: {cause[:200]}{more}); their scores are missing from the "
+            "open-ended results. Fix the judge and rerun the same command: verdicts already "
+            "given are cached and reused.")
 
 
 class JudgeConfigError(UserError):
@@ -332,6 +370,10 @@ class JudgeConfigError(UserError):
 
 class _RetryableError(Exception):
     """A failure worth another try: timeout, connection error, HTTP 429/5xx, non-JSON body."""
+
+
+class _Unreachable(_RetryableError):
+    """No answer from the endpoint at all: connection refused or reset, timeout, DNS failure."""
 
 
 class _RequestRejected(Exception):
@@ -354,14 +396,19 @@ class OpenAIJudge(Judge):
     ``base_url`` is the API root including ``/v1`` (e.g. ``https://api.openai.com/v1``,
     ``http://127.0.0.1:8000/v1``); a URL already ending in ``/chat/completions`` is used as is.
     Each request is tried ``1 + max_retries`` times; between tries it waits ``retry_wait``
-    seconds, doubling each time. ``cache_path`` (JSONL) stores successful verdicts only, so
-    failures are retried by the next run.
+    seconds, doubling each time; each try waits at most ``timeout`` seconds for the server, and
+    the whole request (tries and waits) at most ``deadline`` seconds. After ``give_up_after``
+    requests in a row have failed, the endpoint is taken for down: later requests are not sent
+    and are recorded as failures saying so. ``failures`` counts the failed requests of this
+    judge. ``cache_path`` (JSONL) stores successful verdicts only, so failures are retried by
+    the next run.
     """
 
     weaker = False
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
                  timeout: float = 60.0, max_retries: int = 3, retry_wait: float = 2.0,
+                 deadline: float = 120.0, give_up_after: int = 4,
                  cache_path: str | Path | None = None, temperature: float = 0.0,
                  max_tokens: int = 512, workers: int = 4, template: str = JUDGE_PROMPT,
                  sleep: Callable[[float], None] = time.sleep):
@@ -375,9 +422,19 @@ class OpenAIJudge(Judge):
             base_url + "/chat/completions")
         if not self.url.startswith(("http://", "https://")):
             raise UserError(f"Judge base URL {base_url!r} must start with http:// or https://.")
+        for flag, value in (("--judge-timeout", timeout), ("--judge-deadline", deadline)):
+            if not value > 0:
+                raise UserError(f"{flag} must be a positive number of seconds, got {value}.")
+        if max_retries < 0:
+            raise UserError(f"--judge-retries must be 0 or more, got {max_retries}.")
         self.model = model
         self.api_key = api_key
         self.timeout = timeout
+        self.deadline = deadline
+        self.give_up_after = max(1, give_up_after)
+        self.failures = 0
+        self._failed_in_a_row = 0
+        self._last_error = ""
         self.max_retries = max_retries
         self.retry_wait = retry_wait
         self.temperature = temperature
@@ -409,7 +466,25 @@ class OpenAIJudge(Judge):
         payload = json.dumps([self.model, prompt], ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
-    def _post(self, prompt: str) -> str:
+    def check_reachable(self, timeout: float = 5.0) -> None:
+        """Open (and close) a TCP connection to the endpoint: a closed port or an unknown host is
+        a one-line ``JudgeConfigError`` before any work is done. Skipped when a proxy would
+        carry the requests (the endpoint may be reachable only through it)."""
+        parsed = urllib.parse.urlparse(self.url)
+        host = parsed.hostname or ""
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        if not _is_loopback(self.url) and urllib.request.getproxies().get(parsed.scheme):
+            return
+        try:
+            with socket.create_connection((host, port), timeout=min(timeout, self.timeout)):
+                pass
+        except OSError as error:
+            reason = error.strerror or str(error) or type(error).__name__
+            raise JudgeConfigError(
+                f"The judge endpoint {self.url} cannot be reached ({reason}): start the server "
+                f"or fix --judge-base-url / {ENV_BASE_URL}.") from None
+
+    def _post(self, prompt: str, timeout: float | None = None) -> str:
         body = json.dumps({
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
@@ -423,7 +498,7 @@ class OpenAIJudge(Judge):
         with self._lock:
             self.requests_made += 1
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=timeout or self.timeout) as response:
                 payload = response.read().decode("utf-8", errors="replace")
         except urllib.error.HTTPError as error:
             detail = error.read().decode("utf-8", errors="replace")[:200]
@@ -440,7 +515,7 @@ class OpenAIJudge(Judge):
                 raise _RetryableError(f"HTTP {error.code}: {detail}") from None
             raise _RequestRejected(f"HTTP {error.code} (not retried): {detail}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
-            raise _RetryableError(f"{type(error).__name__}: {error}") from None
+            raise _Unreachable(f"{type(error).__name__}: {error}") from None
         try:
             data = json.loads(payload)
             content = data["choices"][0]["message"]["content"]
@@ -457,22 +532,51 @@ class OpenAIJudge(Judge):
             cached = self._cache.get(key)
         if cached is not None:
             return Verdict(self.name, True, scores=dict(cached), cached=True)
-        error_message, raw, attempts = "", None, 0
+        with self._lock:
+            if self._failed_in_a_row >= self.give_up_after:
+                self.failures += 1
+                return Verdict(self.name, False, attempts=0, error=(
+                    f"not sent: {self._failed_in_a_row} judge requests in a row failed, the "
+                    f"endpoint {self.url} looks down (last error: {self._last_error})"))
+        verdict, unreachable = self._score_prompt(prompt, key)
+        with self._lock:
+            if not verdict.ok:
+                self.failures += 1
+            if unreachable:  # only an endpoint that does not answer counts towards giving up
+                self._failed_in_a_row += 1
+                self._last_error = verdict.error or ""
+            else:
+                self._failed_in_a_row = 0
+        return verdict
+
+    def _score_prompt(self, prompt: str, key: str) -> tuple[Verdict, bool]:
+        """Try one prompt until it is scored, rejected, out of tries or past the deadline; also
+        say whether it failed because the endpoint did not answer at all."""
+        error_message, raw, attempts, unreachable = "", None, 0, False
+        started = time.monotonic()
         for attempt in range(self.max_retries + 1):
             if attempt:
-                self.sleep(min(self.retry_wait * 2 ** (attempt - 1), 60.0))
+                wait = min(self.retry_wait * 2 ** (attempt - 1), 60.0)
+                if time.monotonic() - started + wait >= self.deadline:
+                    error_message += f" (gave up: the {self.deadline:g} s deadline)"
+                    break
+                self.sleep(wait)
+            remaining = self.deadline - (time.monotonic() - started)
+            if remaining <= 0:
+                error_message += f" (gave up: the {self.deadline:g} s deadline)"
+                break
             attempts += 1
             try:
-                raw = self._post(prompt)
+                raw = self._post(prompt, timeout=min(self.timeout, remaining))
                 scores = parse_verdict(raw)
             except _RetryableError as error:
-                error_message = str(error)
+                error_message, unreachable = str(error), isinstance(error, _Unreachable)
                 continue
             except _RequestRejected as error:
-                error_message = str(error)
+                error_message, unreachable = str(error), False
                 break
             except JudgeParseError as error:
-                error_message = f"malformed reply: {error}"
+                error_message, unreachable = f"malformed reply: {error}", False
                 continue
             with self._lock:
                 self._cache[key] = scores
@@ -480,18 +584,18 @@ class OpenAIJudge(Judge):
                     append_jsonl(self.cache_path, {
                         "key": key, "judge_model": self.model, "scores": scores, "raw": raw,
                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-            return Verdict(self.name, True, scores=scores, raw=raw, attempts=attempts)
-        return Verdict(self.name, False, error=error_message, raw=raw, attempts=attempts)
+            return Verdict(self.name, True, scores=scores, raw=raw, attempts=attempts), False
+        return (Verdict(self.name, False, error=error_message, raw=raw, attempts=attempts),
+                unreachable)
 
     def score_many(self, requests: Sequence[JudgeRequest], *, progress: bool = True
                    ) -> list[Verdict]:
-        from tqdm.auto import tqdm
-
+        """Verdicts in the order of ``requests``, ``workers`` requests at a time."""
         if self.workers == 1 or len(requests) <= 1:
             return super().score_many(requests, progress=progress)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return list(tqdm(pool.map(self.score, requests), total=len(requests),
-                             desc=f"judging ({self.name})", disable=not progress))
+            return _with_progress(pool.map(self.score, requests), len(requests), self.name,
+                                  progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -619,5 +723,5 @@ def make_judge(kind: str, *, base_url: str | None = None, model: str | None = No
 __all__ = [
     "ENV_API_KEY", "ENV_BASE_URL", "ENV_MODEL", "JUDGE_PROMPT", "MAX_TOTAL", "RUBRIC", "Judge",
     "JudgeConfigError", "JudgeParseError", "JudgeRequest", "LocalJudge", "OpenAIJudge",
-    "Verdict", "build_prompt", "make_judge", "parse_verdict",
+    "Verdict", "build_prompt", "make_judge", "parse_verdict", "unscored_message",
 ]

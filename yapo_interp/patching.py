@@ -48,7 +48,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from yapo_interp.cli import add_common_args, model_name, run_cli, set_seed
+from yapo_interp.cli import add_common_args, check_run_args, model_name, run_cli, set_seed
 from yapo_interp.errors import UserError
 from yapo_interp.io import append_jsonl, read_json, read_jsonl, run_info, write_json, write_table
 from yapo_interp.logprobs import (pad_token_id, right_pad, sum_per_row, tokenize_prompt,
@@ -461,6 +461,10 @@ def run_patching(model, items, config: PatchingConfig, out_dir: Path | None = No
     from yapo_interp.models import check_layer
 
     layers = list(config.layers) if config.layers is not None else list(range(model.cfg.n_layers))
+    repeated = sorted({layer for layer in layers if layers.count(layer) > 1})
+    if repeated:
+        raise UserError(f"layers lists {', '.join(map(str, repeated))} more than once; give "
+                        "each layer once (duplicates would be patched twice).")
     for layer in layers:
         check_layer(model, layer)
     pairs = patching_pairs(items, config.countries, config.pairs_per_country, config.seed,
@@ -568,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     countries = resolve_countries(args.countries)
     if args.pairs < 1:
         raise UserError("--pairs must be at least 1.")
+    if args.batch_pairs < 1:
+        raise UserError("--batch-pairs must be at least 1.")
+    check_run_args(args, layers=args.layers or (), flag="--layers")  # before the model load
     config = PatchingConfig(
         countries=tuple(countries), layers=tuple(args.layers) if args.layers else None,
         site=args.site, pairs_per_country=args.pairs, batch_pairs=args.batch_pairs,

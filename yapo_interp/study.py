@@ -31,7 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from yapo_interp.cli import run_cli
+from yapo_interp.cli import check_run_args, check_sae_available, run_cli
+from yapo_interp.models import get_preset
 from yapo_interp.data.pairs import REJECTED
 from yapo_interp.errors import UserError
 from yapo_interp.io import read_json, run_info, write_json, write_text
@@ -240,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     from yapo_interp.data import resolve_countries
 
     countries = tuple(resolve_countries(args.countries))
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {args.epochs}")
+    check_run_args(args, layers=[] if args.layer is None else [args.layer])  # before any stage
+    if args.layer is not None:
+        check_sae_available(get_preset(args.preset).sae_for_layer(args.layer)[0], args.layer)
     overrides = {"preset": args.preset, "layer": args.layer, "seed": args.seed,
                  "device": args.device}
     plan = StudyPlan.quick(countries, **overrides) if args.quick else \
