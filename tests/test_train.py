@@ -184,6 +184,7 @@ def test_cli_trains_and_resumes(tmp_path, monkeypatch, capsys, model, sae):
         f'"{p.prompt}","{p.chosen}","{p.rejected}"\n' for p in PAIRS + EVAL_PAIRS))
     monkeypatch.setattr(models, "load_model", lambda name, device="cpu": model)
     monkeypatch.setattr(models, "load_sae", lambda *args, **kwargs: sae)
+    monkeypatch.setattr(models, "shipped_sae_layers", lambda: [LAYER])  # as if shipped
     out = tmp_path / "run"
     argv = ["--method", "yapo", "--behaviour-csv", str(csv), "--layer", str(LAYER), "--epochs",
             "2", "--lr", "0.1", "--warmup-steps", "0", "--batch-size", "2", "--out", str(out)]
