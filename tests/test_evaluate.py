@@ -227,7 +227,12 @@ def test_table_1_layout_and_deltas():
     assert usa["nonlocalized/YaPO"] == pytest.approx(100.0)  # the nonlocalized-trained vector
     assert usa["both/BiPO"] == pytest.approx(37.5)
     average = numbers[numbers.country == "Average"].iloc[0]
-    assert average["localized/Baseline"] == pytest.approx((25.0 + 50.0) / 2)
+    # uk has no steered vector: every column of the Average row covers usa only, so the baseline
+    # and the steered columns average the same countries (before: baseline over usa and uk)
+    assert average["localized/Baseline"] == pytest.approx(25.0)
+    assert average["localized/YaPO"] == pytest.approx(75.0)
+    assert average["localized/YaPO Δ"] == pytest.approx(50.0)
+    assert display.iloc[-1]["Country"] == "Average (1 of 2 countries: those with every column)"
     assert math.isnan(numbers[numbers.country == "uk"].iloc[0]["localized/YaPO"])
     assert list(numbers.country) == ["usa", "uk", "Average"]  # the paper's country order
     row = display[display.Country == "USA"].iloc[0]
@@ -246,18 +251,23 @@ def test_table_5_and_3_values():
     # BiPO (trained on both, used for both forms): loc 0.5, non 0.25
     assert usa["PNLG/BiPO"] == pytest.approx(0.25 / 0.375, rel=1e-6)
     assert usa["RCA/BiPO"] == pytest.approx(100 * 2 * 0.5 * 0.25 / 0.75, rel=1e-6)
-    assert usa["PNLG/BiPO rel"] == pytest.approx((0.25 / 0.375 - 2) / 2, rel=1e-6)
+    # PNLG is signed: its change is absolute, not relative
+    assert usa["PNLG/BiPO Δ"] == pytest.approx(0.25 / 0.375 - 2, rel=1e-6)
+    assert "PNLG/BiPO rel" not in numbers
     assert usa["RCA/BiPO Δ"] == pytest.approx(usa["RCA/BiPO"])
     # YaPO: localized cell from the localized vector (0.75), non-localized from the other (1.0)
     assert usa["PNLG/YaPO"] == pytest.approx(-0.25 / 0.875, rel=1e-6)
-    assert "↓" in display.iloc[0]["PNLG ↓ · BiPO"]
+    assert display.iloc[0]["PNLG ↓ · BiPO"] == "0.667 (−1.333)"
     instance_numbers, _ = table_gap_by_country(result.gaps_long, variant="instance")
     usa_instance = instance_numbers[instance_numbers.country == "usa"].iloc[0]
     assert usa_instance["RCA/BiPO"] == pytest.approx(25.0, rel=1e-6)  # only q0 right in both
     by_language, _ = table_gap_by_language(result.gaps_long)
     english = by_language[by_language.language == "english"].iloc[0]
-    uk_rca = 100 * 2 * 0.5 * 0.25 / 0.75
-    assert english["RCA/mcq/Baseline"] == pytest.approx((0.0 + uk_rca) / 2, rel=1e-6)
+    # uk has no vectors: the language mean covers usa only in every column (before: the baseline
+    # averaged usa and uk, 16.7, against steered columns of usa alone, the issue's "↑292%")
+    assert english["RCA/mcq/Baseline"] == pytest.approx(0.0)
+    assert english["RCA/mcq/BiPO"] == pytest.approx(usa["RCA/BiPO"], rel=1e-6)
+    assert english["PNLG/mcq/BiPO Δ"] == pytest.approx(usa["PNLG/BiPO Δ"], rel=1e-6)
     overall = by_language[by_language.language == "overall"].iloc[0]
     assert overall["RCA/mcq/Baseline"] == pytest.approx(english["RCA/mcq/Baseline"])
 
@@ -376,3 +386,161 @@ def test_condition_removes_hooks_after_an_exception(model, dense_vector):
             assert any(hook_point.fwd_hooks for hook_point in model.hook_dict.values())
             raise RuntimeError("boom")
     assert all(not hook_point.fwd_hooks for hook_point in model.hook_dict.values())
+
+
+# ------------------------------------------------------------------ protocol (issue 12)
+
+
+@pytest.mark.parametrize("countries", [["usa"], ["usa", "uk"], ["uk", "australia", "usa"]])
+def test_cli_refuses_to_score_a_vector_on_a_question_it_was_trained_on(model, tmp_path,
+                                                                     monkeypatch, countries):
+    from yapo_interp.errors import UserError
+
+    dataset = tmp_path / "english.jsonl"
+    dataset.write_text("".join(json.dumps(item.to_record()) + "\n" for item in ITEMS))
+    trained_on = [ITEMS[0].question_id]
+    vector_from_tensor("bipo", 1, torch.randn(model.cfg.d_model), model, country="usa",
+                       train_question_ids=trained_on,
+                       split={"seed": 0, "test_fraction": 0.25}).save(tmp_path / "v")
+    import yapo_interp.models
+
+    monkeypatch.setattr(yapo_interp.models, "load_model", lambda name, device="cpu": model)
+    with pytest.raises(UserError, match=f"saw 1 of the evaluated questions.*{trained_on[0]}"):
+        main(["--country", *countries, "--dataset", str(dataset), "--split", "all",
+              "--vectors", str(tmp_path / "v"), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_check_unseen_counts_the_saes_corpus(model, sae):
+    from types import SimpleNamespace
+
+    from yapo_interp.errors import UserError
+    from yapo_interp.evaluate import check_unseen
+
+    vector = vector_from_tensor("yapo", 1, torch.rand(sae.cfg.d_sae), model, sae=sae,
+                                train_question_ids=[])
+    fake_sae = SimpleNamespace(cfg=SimpleNamespace(metadata=SimpleNamespace(
+        yapo_interp={"cultural_question_ids": [ITEMS[-1].question_id]})))
+    unseen = [item for item in ITEMS if item.question_id != ITEMS[-1].question_id]
+    check_unseen(vector, "v", unseen, sae=fake_sae)  # questions the SAE never saw: fine
+    with pytest.raises(UserError, match="SAE's corpus"):
+        check_unseen(vector, "v", ITEMS, sae=fake_sae)
+
+
+def test_boxed_answer_positions_vary_by_default_and_are_reported(model):
+    seen_positions = set()
+    config = EvalConfig(mode="boxed", style="completion", settings=("localized",),
+                        n_bootstrap=20)
+    assert config.shuffle_options_seed is not None  # shuffled unless asked otherwise
+    always_one = lambda prompts: ["\\boxed{1}" for _ in prompts]  # noqa: E731
+    records = score_boxed(model, ITEMS, ("localized", "nonlocalized"), style="completion",
+                          shuffle_seed=config.shuffle_options_seed, progress=False,
+                          generate=always_one)
+    for record in records:
+        seen_positions.add((record["country"], record["answer_position"]))
+    for country in COUNTRIES:  # each country's answer is not always at the same number
+        assert len({p for c, p in seen_positions if c == country}) > 1, country
+    by_form = {}
+    for record in records:  # one permutation per question, shared by its two forms
+        by_form.setdefault(record["item_id"], set()).add(record["option_order"])
+    assert all(len(orders) == 1 for orders in by_form.values())
+    frame = pd.DataFrame(records).assign(condition="Baseline", column="Baseline",
+                                         method="baseline", multiplier=None, train_setting=None,
+                                         epoch=None, vector=None)
+    from yapo_interp.evaluate import accuracy_by_position
+
+    table = accuracy_by_position(frame)
+    # a model that always answers 1 is right exactly when the answer sits at 1
+    assert table.set_index("position")["accuracy"].to_dict()[1] == 1.0
+    assert (table[table["position"] != 1]["accuracy"] == 0).all()
+    assert table.set_index("position")["answered_share"].to_dict()[1] == 1.0
+    # unshuffled, the shipped layout puts every country's option at one fixed number
+    fixed = score_boxed(model, ITEMS, ("localized",), style="completion", shuffle_seed=None,
+                        progress=False, generate=always_one)
+    for country in COUNTRIES:
+        assert len({r["answer_position"] for r in fixed if r["country"] == country}) == 1
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+
+def test_two_vectors_of_one_method_are_labelled_by_country_or_run(model):
+    def bipo(country):
+        return vector_from_tensor("bipo", 1, torch.zeros(model.cfg.d_model), model,
+                                  country=country, setting="both", epoch=4)
+
+    by_country = make_conditions([(bipo("usa"), None, "runs/usa/bipo/vector"),
+                                  (bipo("uk"), None, "runs/uk/bipo/vector")])
+    assert [c.label for c in by_country] == ["Baseline", "BiPO [both] e4 (USA)",
+                                             "BiPO [both] e4 (UK)"]
+    by_run = make_conditions([(bipo("usa"), None, "runs/seed0/bipo/vector"),
+                              (bipo("usa"), None, "runs/seed1/bipo/vector")],
+                             include_baseline=False)
+    assert [c.label for c in by_run] == ["BiPO [both] e4 (seed0)", "BiPO [both] e4 (seed1)"]
+
+
+def _cli_dataset(tmp_path):
+    dataset = tmp_path / "english.jsonl"
+    dataset.write_text("".join(json.dumps(item.to_record()) + "\n" for item in ITEMS))
+    return dataset
+
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("the model must not be loaded")
+
+
+def test_cli_checks_out_and_device_before_loading_the_model(tmp_path, monkeypatch):
+    from yapo_interp.errors import UserError
+
+    import yapo_interp.models
+
+    monkeypatch.setattr(yapo_interp.models, "load_model", _no_model)
+    common = ["--country", "usa", "--dataset", str(_cli_dataset(tmp_path))]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match=rf"--out {blocker}/out: {blocker} is a file, not a "
+                                        r"folder; choose another --out"):
+        main(common + ["--out", str(blocker / "out")])
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="--device cuda: CUDA is not available on this "
+                                            "machine.*use --device cpu"):
+            main(common + ["--device", "cuda", "--out", str(tmp_path / "out")])
+    with pytest.raises(UserError, match="--threads must be 0"):
+        main(common + ["--threads", "-1", "--out", str(tmp_path / "out")])
+
+
+def test_cli_exits_non_zero_with_the_cause_when_open_ended_scores_are_missing(
+        model, tmp_path, monkeypatch, capsys):
+    import yapo_interp.judge
+    import yapo_interp.models
+
+    monkeypatch.setattr(yapo_interp.models, "load_model", lambda name, device="cpu": model)
+    monkeypatch.setattr(yapo_interp.judge, "make_judge", lambda *args, **kwargs: FailingJudge())
+    out = tmp_path / "out"
+    code = main(["--country", "usa", "--dataset", str(_cli_dataset(tmp_path)), "--split", "all",
+                 "--max-items", "1", "--judge", "openai", "--open-max-new-tokens", "2",
+                 "--bootstrap", "10", "--threads", "1", "--out", str(out)])
+    assert code == 3
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == ("error: the always-fails left 2 of 2 open-ended responses unscored (2x: "
+                     "malformed reply); their scores are missing from the open-ended results. "
+                     "Fix the judge and rerun the same command: verdicts already given are "
+                     "cached and reused.")
+    assert (out / "open_instances.csv").is_file()  # the results are written all the same
+
+
+def test_cli_refuses_a_vector_whose_sidecar_was_edited_before_loading_the_model(
+        model, tmp_path, monkeypatch):
+    from yapo_interp.errors import UserError
+
+    import yapo_interp.models
+
+    vector_from_tensor("bipo", 2, torch.randn(model.cfg.d_model), model,
+                       country="usa").save(tmp_path / "v")
+    header = json.loads((tmp_path / "v.json").read_text())
+    header["layer"] = 1  # the sidecar edited by hand; the tensor file still says 2
+    (tmp_path / "v.json").write_text(json.dumps(header))
+    monkeypatch.setattr(yapo_interp.models, "load_model", _no_model)
+    with pytest.raises(UserError, match="the .json says layer 1, the .safetensors header says 2"):
+        main(["--country", "usa", "--dataset", str(_cli_dataset(tmp_path)), "--vectors",
+              str(tmp_path / "v"), "--out", str(tmp_path / "out")])

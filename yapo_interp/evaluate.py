@@ -68,7 +68,9 @@ import pandas as pd
 import torch
 from jaxtyping import Float, Int
 
-from yapo_interp.cli import add_common_args, model_name, preset_from_args, run_cli, set_seed
+from yapo_interp.cli import (add_common_args, check_run_args, model_name, preset_from_args,
+                             run_cli, set_seed)
+from yapo_interp.data.pairs import DEFAULT_OPTION_SEED, DEFAULT_TEST_FRACTION
 from yapo_interp.errors import UserError
 from yapo_interp.metrics import (DEFAULT_EPS, accuracy, bootstrap_ci, pnlg, pnlg_aggregate, rca,
                                  rca_aggregate, relative_change)
@@ -104,7 +106,10 @@ class EvalConfig:
     loglik_score: str = "mean"            # "mean" (length-normalised) or "sum"
     batch_size: int = 8                   # sequences per forward pass / generation batch
     boxed_max_new_tokens: int = 48
-    shuffle_options_seed: int | None = None  # boxed: shuffle displayed option order
+    # boxed: the displayed option order, shuffled per question (shared by its two forms) so that
+    # the correct answer's position varies; None keeps the dataset's order (a digit bias then
+    # reads as cultural accuracy: in the shipped data each country's option sits at one place)
+    shuffle_options_seed: int | None = DEFAULT_OPTION_SEED
     open_max_new_tokens: int = 96
     alpha: float = 1.0                    # PNLG_α, eq. 5
     eps: float = DEFAULT_EPS              # ε of eq. 5 and 6
@@ -226,16 +231,41 @@ def make_conditions(vectors: Sequence[tuple[SteeringVector, SAE | None, str | No
     for vector, sae, source in vectors:
         for multiplier in multipliers:
             conditions.append(steered_condition(vector, multiplier, sae=sae, source=source))
-    seen: dict[str, int] = {}
-    unique = []
-    for condition in conditions:
-        count = seen.get(condition.label, 0)
-        seen[condition.label] = count + 1
-        if count:
-            stem = Path(condition.source).name if condition.source else str(count + 1)
-            condition = replace(condition, label=f"{condition.label} ({stem})")
-        unique.append(condition)
+    return distinct_labels(conditions)
+
+
+def distinct_labels(conditions: Sequence[Condition]) -> list[Condition]:
+    """Conditions whose labels collide (two vectors of one method, setting and epoch) get what
+    tells them apart: their country when that differs, else the part of their paths that differs
+    (the run folder), else a number."""
+    groups: dict[str, list[int]] = {}
+    for index, condition in enumerate(conditions):
+        groups.setdefault(condition.label, []).append(index)
+    unique = list(conditions)
+    for label, indices in groups.items():
+        if len(indices) < 2:
+            continue
+        members = [conditions[index] for index in indices]
+        countries = [member.country for member in members]
+        if all(countries) and len(set(countries)) == len(countries):
+            tags = [_display_country(country) for country in countries]
+        else:
+            tags = _differing_parts([member.source or "" for member in members])
+        if len(set(tags)) < len(tags):
+            tags = [str(number) for number in range(1, len(members) + 1)]
+        for index, member, tag in zip(indices, members, tags):
+            unique[index] = replace(member, label=f"{label} ({tag})")
     return unique
+
+
+def _differing_parts(sources: Sequence[str]) -> list[str]:
+    """For each path, its components where the paths differ, e.g. runs/egypt/bipo/vector and
+    runs/morocco/bipo/vector -> egypt, morocco."""
+    parts = [Path(source).parts for source in sources]
+    length = max(len(p) for p in parts)
+    padded = [("",) * (length - len(p)) + tuple(p) for p in parts]
+    differing = [i for i in range(length) if len({p[i] for p in padded}) > 1]
+    return ["/".join(p[i] for i in differing if p[i]) or "?" for p in padded]
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,22 +366,35 @@ def stop_token_ids(model: HookedTransformer) -> list[int]:
     return sorted(set(ids))
 
 
+def newline_token_ids(model: HookedTransformer) -> list[int]:
+    """Ids of every vocabulary token that contains a line break (a stop for one-line answers)."""
+    tokenizer = model.tokenizer
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return [index for index, token in enumerate(tokens) if token and "\n" in token]
+
+
 def generate_greedy(model: HookedTransformer, prompts: Sequence[str], *, max_new_tokens: int,
-                    batch_size: int = 8) -> list[str]:
+                    batch_size: int = 8, extra_stops: Sequence[int] = ()) -> list[str]:
     """Greedy continuations of ``prompts`` (BOS prepended, as ``response_logprobs`` scores them),
-    batched with left padding; decoded without special tokens, cut at the first stop token."""
+    batched with left padding; decoded without special tokens, cut at the first stop token.
+    ``extra_stops`` (e.g. :func:`newline_token_ids`) also end a row; that token is kept in the
+    text, so the caller can cut inside it."""
     stops = stop_token_ids(model)
+    every_stop = sorted(set(stops) | set(extra_stops))
     outputs = []
     for start in range(0, len(prompts), batch_size):
         batch = list(prompts[start:start + batch_size])
         tokens = model.to_tokens(batch, prepend_bos=True, padding_side="left")
         generated = model.generate(batch if len(batch) > 1 else batch[0],
                                    max_new_tokens=max_new_tokens, do_sample=False,
-                                   stop_at_eos=bool(stops), eos_token_id=stops or None,
+                                   stop_at_eos=bool(every_stop), eos_token_id=every_stop or None,
                                    prepend_bos=True, padding_side="left", verbose=False,
                                    return_type="tokens")
         for row in generated[:, tokens.shape[1]:].tolist():
-            cut = next((index for index, token in enumerate(row) if token in stops), len(row))
+            cut = next((index for index, token in enumerate(row) if token in every_stop),
+                       len(row))
+            if cut < len(row) and row[cut] not in stops:
+                cut += 1  # an extra stop (a line break) stays in the text
             outputs.append(model.tokenizer.decode(row[:cut], skip_special_tokens=True))
     return outputs
 
@@ -386,6 +429,8 @@ def score_boxed(model: HookedTransformer, items: Sequence[CulturalItem],
             predicted = order[position] if position is not None else None
             records.append({
                 **_instance(item, form),
+                "answer_position": order.index(item.answer) + 1,
+                "predicted_position": position + 1 if position is not None else None,
                 "prediction": predicted,
                 "predicted_country": item.options[predicted].country if predicted is not None
                 else None,
@@ -660,6 +705,15 @@ def _display_country(country: str) -> str:
     return DISPLAY_NAMES.get(country, country)
 
 
+def average_label(covered: int, total: int) -> str:
+    """The "Average" row's name: how many of the countries it averages over, when a column lacks
+    some (every column of the row is averaged over the same countries, so that the baseline and
+    a steered column are compared on equal terms)."""
+    if covered == total:
+        return "Average"
+    return f"Average ({covered} of {total} countries: those with every column)"
+
+
 def table_scores(frame: pd.DataFrame, config: EvalConfig = EvalConfig(), *, task: str = "mcq"
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tables 1 (``task="mcq"``, accuracy in %) and 2 (``task="open"``, judge score 0-10).
@@ -667,7 +721,9 @@ def table_scores(frame: pd.DataFrame, config: EvalConfig = EvalConfig(), *, task
     Returns ``(numbers, display)``: ``numbers`` has one column per (setting, method) and its
     difference to the baseline (``"{setting}/{column}"``, ``"{setting}/{column} Δ"``) on the
     table's scale; ``display`` is the paper's layout as text ("47.7% (+4.6%)"). Rows are
-    countries in the paper's order, then one "Average" row per language (mean over countries).
+    countries in the paper's order, then one "Average" row per language: the mean over the
+    countries that have a value in every column (all of them unless a vector is missing for
+    some), so that baseline and steered columns average the same countries.
     """
     scale = 100.0 if task == "mcq" else 10.0
     columns = _column_order(frame)
@@ -683,11 +739,15 @@ def table_scores(frame: pd.DataFrame, config: EvalConfig = EvalConfig(), *, task
     numbers = pd.DataFrame(rows)
     value_columns = [c for c in numbers.columns if "/" in c]
     averaged = []
+    average_labels: dict[str, str] = {}
     for language, group in numbers.groupby("language", sort=False):
         averaged.append(group)
         if len(group) > 1:
+            # every column averaged over the same countries: those with a value in every column
+            covered = group[group[value_columns].notna().all(axis=1)]
             averaged.append(pd.DataFrame([{"language": language, "country": "Average",
-                                           **group[value_columns].mean().to_dict()}]))
+                                           **covered[value_columns].mean().to_dict()}]))
+            average_labels[language] = average_label(len(covered), len(group))
     numbers = pd.concat(averaged, ignore_index=True)
     if baseline:
         for setting in config.settings:
@@ -708,7 +768,8 @@ def table_scores(frame: pd.DataFrame, config: EvalConfig = EvalConfig(), *, task
     display_rows = []
     for _, row in numbers.iterrows():
         shown = {"Language": row["language"].capitalize(),
-                 "Country": _display_country(row["country"])}
+                 "Country": average_labels.get(row["language"], "Average")
+                 if row["country"] == "Average" else _display_country(row["country"])}
         for setting in config.settings:
             for column in columns:
                 value = row[f"{setting}/{column}"]
@@ -754,8 +815,8 @@ def _wide_gap(long: pd.DataFrame, variant: str) -> tuple[list[str], pd.DataFrame
 
 def table_gap_by_country(long: pd.DataFrame, *, variant: str = "aggregate"
                          ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Table 5: PNLG (↓, relative change to the baseline) and RCA (↑, in %, difference in
-    points) per language, country and task. ``variant`` is ``aggregate`` (the paper's tables)
+    """Table 5: PNLG (↓, change to the baseline in absolute terms: PNLG is signed) and RCA (↑,
+    in %, difference in points) per language, country and task. ``variant`` is ``aggregate`` (the paper's tables)
     or ``instance`` (eq. 5 and 6 averaged over pairs)."""
     columns, wide = _wide_gap(long, variant)
     task_rank = {task: index for index, task in enumerate(TASK_TITLES)}
@@ -772,8 +833,9 @@ def table_gap_by_country(long: pd.DataFrame, *, variant: str = "aggregate"
         for column in columns:
             if column == baseline:
                 continue
-            wide[f"PNLG/{column} rel"] = [relative_change(value, base) for value, base in
-                                          zip(wide[f"PNLG/{column}"], wide[f"PNLG/{baseline}"])]
+            # PNLG is signed: a relative change of it cannot be read (-1.2 -> 0 is "+100%"),
+            # so the change is shown in absolute terms
+            wide[f"PNLG/{column} Δ"] = wide[f"PNLG/{column}"] - wide[f"PNLG/{baseline}"]
             wide[f"RCA/{column} Δ"] = wide[f"RCA/{column}"] - wide[f"RCA/{baseline}"]
     numbers = wide[["language", "country", "task"] + [
         name for metric in ("PNLG", "RCA") for column in columns
@@ -787,7 +849,8 @@ def table_gap_by_country(long: pd.DataFrame, *, variant: str = "aggregate"
         for column in columns:
             value = row[f"PNLG/{column}"]
             shown[f"PNLG ↓ · {column}"] = ("–" if math.isnan(value) else f"{value:.3f}") + (
-                _fmt_relative(row[f"PNLG/{column} rel"]) if f"PNLG/{column} rel" in row else "")
+                _fmt_delta(row[f"PNLG/{column} Δ"], lambda v: f"{v:.3f}")
+                if f"PNLG/{column} Δ" in row else "")
         for column in columns:
             value = row[f"RCA/{column}"]
             shown[f"RCA ↑ · {column}"] = ("–" if math.isnan(value) else f"{value:.1f}%") + (
@@ -799,11 +862,17 @@ def table_gap_by_country(long: pd.DataFrame, *, variant: str = "aggregate"
 
 def table_gap_by_language(long: pd.DataFrame, *, variant: str = "aggregate"
                           ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Table 3: RCA (↑, %) and PNLG (↓) per language (mean over its countries) and overall
-    (mean over languages), MCQ and open-ended, with relative changes to the baseline."""
+    """Table 3: RCA (↑, %) and PNLG (↓) per language (mean over its countries that have every
+    column, so that all columns average the same countries) and overall (mean over languages),
+    MCQ and open-ended, with the change to the baseline: relative for RCA, absolute for PNLG
+    (a signed quantity)."""
     columns, wide = _wide_gap(long, variant)
     metrics = [c for c in wide.columns if "/" in c]
-    by_language = wide.groupby(["task", "language"], sort=False)[metrics].mean().reset_index()
+    # every column averaged over the same countries: those with a value for every column
+    covered = pd.concat([wide[[f"RCA/{column}", f"PNLG/{column}"]].notna().any(axis=1)
+                         for column in columns], axis=1).all(axis=1)
+    by_language = wide[covered].groupby(["task", "language"], sort=False)[metrics].mean(
+        ).reset_index()
     overall = by_language.groupby("task", sort=False)[metrics].mean().reset_index()
     overall["language"] = "overall"
     table = pd.concat([by_language, overall], ignore_index=True)
@@ -825,10 +894,13 @@ def table_gap_by_language(long: pd.DataFrame, *, variant: str = "aggregate"
             for task in TASK_TITLES:
                 for column in columns:
                     if column != baseline and f"{metric}/{task}/{column}" in numbers:
-                        numbers[f"{metric}/{task}/{column} rel"] = [
-                            relative_change(value, base) for value, base in zip(
-                                numbers[f"{metric}/{task}/{column}"],
-                                numbers[f"{metric}/{task}/{baseline}"])]
+                        value = numbers[f"{metric}/{task}/{column}"]
+                        base = numbers[f"{metric}/{task}/{baseline}"]
+                        if metric == "PNLG":  # signed: the change in absolute terms
+                            numbers[f"{metric}/{task}/{column} Δ"] = value - base
+                        else:
+                            numbers[f"{metric}/{task}/{column} rel"] = [
+                                relative_change(v, b) for v, b in zip(value, base)]
     numbers = numbers.dropna(axis=1, how="all")
     display = []
     for _, row in numbers.iterrows():
@@ -843,6 +915,8 @@ def table_gap_by_language(long: pd.DataFrame, *, variant: str = "aggregate"
                     text = "–" if math.isnan(value) else (
                         f"{value:.1f}" if metric == "RCA" else f"{value:.3f}")
                     text += _fmt_relative(row[f"{key} rel"]) if f"{key} rel" in row else ""
+                    if f"{key} Δ" in row:
+                        text += _fmt_delta(row[f"{key} Δ"], lambda v: f"{v:.3f}")
                     shown[f"{metric} {arrow} · {TASK_TITLES[task]} · {column}"] = text
         display.append(shown)
     return numbers, pd.DataFrame(display)
@@ -874,7 +948,9 @@ def find_epoch_vectors(run_dir: str | Path) -> list[tuple[int, Path]]:
                 epoch = int(match.group(1))
                 break
         if epoch is None:
-            meta = json.loads(tensor.with_suffix(".json").read_text(encoding="utf-8"))
+            from yapo_interp.steering import read_vector_sidecar
+
+            meta = read_vector_sidecar(tensor.with_suffix(".json"))  # one-line error if broken
             epoch = (meta.get("metadata") or {}).get("epoch")
         if epoch is not None:
             found.append((int(epoch), tensor.with_suffix("")))
@@ -1011,6 +1087,24 @@ class EvaluationResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+def accuracy_by_position(mcq: pd.DataFrame) -> pd.DataFrame:
+    """Boxed MCQ: per condition and displayed position k of the correct option, the number of
+    instances, the accuracy, and how often the model answered k at all. A model that always
+    answers one number scores by where the answer sits, not by what it knows; this table shows it.
+    Empty for log-likelihood scoring, which has no displayed positions."""
+    if mcq.empty or "answer_position" not in mcq:
+        return pd.DataFrame()
+    rows = []
+    for condition, group in mcq.groupby("condition", sort=False):
+        described = group.iloc[0][[c for c in CONDITION_COLUMNS if c in group]].to_dict()
+        for position in sorted(group["answer_position"].dropna().unique()):
+            at = group[group["answer_position"] == position]
+            rows.append({**described, "position": int(position), "n": len(at),
+                         "accuracy": float(at["score"].mean()),
+                         "answered_share": float((group["predicted_position"] == position).mean())})
+    return pd.DataFrame(rows)
+
+
 def build_result(mcq: pd.DataFrame, open_ended: pd.DataFrame | None,
                  config: EvalConfig, stability: pd.DataFrame | None = None) -> EvaluationResult:
     scores, gaps = [], []
@@ -1066,6 +1160,9 @@ def write_results(result: EvaluationResult, out: str | Path, config: EvalConfig,
               *table_gap_by_language(result.gaps_long, variant="instance"))
     if result.stability is not None and not result.stability.empty:
         table("stability", result.stability)
+    by_position = accuracy_by_position(result.mcq)
+    if not by_position.empty:
+        table("mcq_by_position", by_position)
     files["settings"] = write_json(out / "settings.json", run_info(
         {**settings, "config": asdict(config), "files": {k: str(v) for k, v in files.items()}}))
     result.files = files
@@ -1135,8 +1232,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "is evaluated on the MCQ (figure 5)")
     parser.add_argument("--split", choices=["test", "all"], default="test",
                         help="evaluate on the test split (default) or all items")
-    parser.add_argument("--test-fraction", type=float, default=0.25,
-                        help="test share of questions, as in training (default: 0.25)")
+    parser.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
+                        help="test share of questions, as in training (default: "
+                             f"{DEFAULT_TEST_FRACTION})")
     parser.add_argument("--split-seed", type=int, default=0,
                         help="seed of the train/test split, as in training (default: 0)")
     parser.add_argument("--dataset", default=None,
@@ -1145,16 +1243,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="at most N items (questions) per country, for quick runs")
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS),
                         help="settings to report (default: localized nonlocalized both)")
-    parser.add_argument("--mode", choices=MODES, default="loglik",
+    parser.add_argument("--mode", choices=MODES, default=None,
                         help="MCQ scoring: option log-likelihood (base models) or generated "
-                             "\\boxed{k} (instruction models) (default: loglik)")
+                             "\\boxed{k} (instruction models) (default: the preset's; embedded: "
+                             "loglik, paper: boxed)")
     parser.add_argument("--score", choices=LOGLIK_SCORES, default="mean",
                         help="loglik: rank options by mean (length-normalised, default) or sum")
     parser.add_argument("--style", choices=["auto", "completion", "chat"], default="auto",
                         help="prompt style (default auto: chat when the tokenizer has a chat "
                              "template and --mode boxed, else completion)")
-    parser.add_argument("--shuffle-options", type=int, default=None, metavar="SEED",
-                        help="boxed: shuffle the displayed option order with this seed")
+    parser.add_argument("--shuffle-options", type=int, default=DEFAULT_OPTION_SEED,
+                        metavar="SEED",
+                        help="boxed: seed of the per-question option order (default "
+                             f"{DEFAULT_OPTION_SEED}, the order training's MCQ prompts use)")
+    parser.add_argument("--no-shuffle-options", action="store_true",
+                        help="boxed: show the options in the dataset's order (each country's "
+                             "option then always sits at the same number)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--boxed-max-new-tokens", type=int, default=48)
     parser.add_argument("--open-max-new-tokens", type=int, default=96)
@@ -1169,8 +1273,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--judge-api-key", default=None, help="judge key (env YAPO_JUDGE_API_KEY)")
     parser.add_argument("--judge-cache", type=Path, default=None,
                         help="JSONL cache of judge verdicts (default: OUT/judge_cache.jsonl)")
-    parser.add_argument("--judge-timeout", type=float, default=60.0)
+    parser.add_argument("--judge-timeout", type=float, default=60.0,
+                        help="seconds one try of a judge request may wait (default: 60)")
     parser.add_argument("--judge-retries", type=int, default=3)
+    parser.add_argument("--judge-deadline", type=float, default=120.0,
+                        help="seconds one judge request may take in all, tries and waits "
+                             "included (default: 120)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default 0: torch's choice), as in train")
     parser.add_argument("--alpha", type=float, default=1.0, help="α of PNLG (eq. 5, default 1)")
     parser.add_argument("--bootstrap", type=int, default=1000,
                         help="bootstrap resamples for confidence intervals (default: 1000)")
@@ -1204,11 +1314,46 @@ def select_items(items: Sequence[CulturalItem], *, split: str, test_fraction: fl
     return list(items)
 
 
+def seen_questions(vector: SteeringVector, sae: SAE | None = None) -> dict[str, set[str]]:
+    """Cultural question ids that shaped ``vector``: those it was fitted or validated on (its
+    metadata's ``train_question_ids``) and, for a sparse vector, those whose text trained its
+    SAE (the SAE config's ``metadata.yapo_interp.cultural_question_ids``)."""
+    seen = {"training": set((vector.metadata or {}).get("train_question_ids") or [])}
+    info = getattr(getattr(sae, "cfg", None), "metadata", None) if sae is not None else None
+    yapo_info = getattr(info, "yapo_interp", None) if info is not None else None
+    if isinstance(yapo_info, Mapping) and yapo_info.get("cultural_question_ids"):
+        seen["its SAE's corpus"] = set(yapo_info["cultural_question_ids"])
+    return seen
+
+
+def check_unseen(vector: SteeringVector, source: str, items: Sequence[CulturalItem], *,
+                 sae: SAE | None = None) -> None:
+    """Refuse (one line) to score ``vector`` on a question that reached its training, its
+    tuning or its SAE's corpus."""
+    evaluated = {item.question_id for item in items}
+    for where, questions in seen_questions(vector, sae).items():
+        overlap = sorted(evaluated & questions)
+        if overlap:
+            split = (vector.metadata or {}).get("split") or {}
+            hint = (f"evaluate with the split it was trained with (--split test --split-seed "
+                    f"{split.get('seed', 0)} --test-fraction "
+                    f"{split.get('test_fraction', DEFAULT_TEST_FRACTION)})" if split
+                    else "evaluate on --split test with the default split")
+            raise UserError(f"{source} saw {len(overlap)} of the evaluated questions in "
+                            f"{where} (e.g. {', '.join(overlap[:3])}); {hint}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from yapo_interp.data import load_cultural, resolve_countries
-    from yapo_interp.judge import make_judge
+    from yapo_interp.judge import make_judge, unscored_message
     from yapo_interp.models import load_model
+
+    check_run_args(args)  # device, --out writable: before the evaluation, not after it
+    if args.threads < 0:
+        raise UserError(f"--threads must be 0 (torch's choice) or more, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     countries = resolve_countries(args.countries)
     items = load_cultural(args.dataset, countries=countries)
@@ -1217,9 +1362,15 @@ def main(argv: list[str] | None = None) -> int:
     judge = make_judge(args.judge, base_url=args.judge_base_url, model=args.judge_model,
                        api_key=args.judge_api_key,
                        cache_path=args.judge_cache or args.out / "judge_cache.jsonl",
-                       **({"timeout": args.judge_timeout, "max_retries": args.judge_retries}
-                          if args.judge == "openai" else {}))
+                       **({"timeout": args.judge_timeout, "max_retries": args.judge_retries,
+                           "deadline": args.judge_deadline} if args.judge == "openai" else {}))
+    if hasattr(judge, "check_reachable"):
+        judge.check_reachable()  # a closed port or unknown host: now, not after the model load
     vector_paths = [resolve_vector_path(path) for path in args.vectors]  # fail before loading
+    from yapo_interp.steering import SteeringVector
+
+    for path in vector_paths:  # damaged or mismatched vector files: before the model load
+        SteeringVector.load(path)
     for run_dir in args.stability:
         if not find_epoch_vectors(run_dir):
             raise UserError(f"{run_dir}: no epoch checkpoints (expected "
@@ -1229,28 +1380,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loading {name} ...", file=sys.stderr)
     model = load_model(name, device=args.device)
     style = args.style
+    mode = args.mode or preset_from_args(args).mcq_mode
     if style == "auto":
         has_template = bool(getattr(model.tokenizer, "chat_template", None))
-        style = "chat" if (args.mode == "boxed" and has_template) else "completion"
-    config = EvalConfig(mode=args.mode, settings=tuple(args.settings), style=style,
+        style = "chat" if (mode == "boxed" and has_template) else "completion"
+    config = EvalConfig(mode=mode, settings=tuple(args.settings), style=style,
                         loglik_score=args.score, batch_size=args.batch_size,
                         boxed_max_new_tokens=args.boxed_max_new_tokens,
-                        shuffle_options_seed=args.shuffle_options,
+                        shuffle_options_seed=None if args.no_shuffle_options
+                        else args.shuffle_options,
                         open_max_new_tokens=args.open_max_new_tokens, alpha=args.alpha,
                         n_bootstrap=args.bootstrap, seed=args.seed)
     loader = VectorLoader(model, sae_override=args.sae, sae_id=args.sae_id,
                           preset=preset_from_args(args))
     vectors = [loader.load(path) for path in vector_paths]
-    for vector, _, source in vectors:
+    for vector, sae, source in vectors:
         country = (vector.metadata or {}).get("country")
         if country and country not in countries:
             raise UserError(f"{source} is a vector for {country}, which is not among "
                             f"--country {' '.join(countries)}; add it or drop the vector")
-        trained_seed = ((vector.metadata or {}).get("settings") or {}).get("seed")
-        if args.split == "test" and trained_seed is not None and trained_seed != args.split_seed:
-            print(f"warning: {source} was trained with seed {trained_seed} (its train/test "
-                  f"split), evaluated with --split-seed {args.split_seed}: test questions may "
-                  "have been seen in training", file=sys.stderr)
+        check_unseen(vector, source, items, sae=sae)
+    for run_dir in args.stability:
+        for path in find_epoch_vectors(run_dir)[:1]:  # every epoch shares the run's metadata
+            vector, sae, source = loader.load(path)
+            check_unseen(vector, source, items, sae=sae)
     conditions = make_conditions(vectors, args.multipliers,
                                  include_baseline=not args.no_baseline)
     if not conditions:
@@ -1276,12 +1429,17 @@ def main(argv: list[str] | None = None) -> int:
                 "n_items": len(items)}
     files = write_results(result, args.out, config, settings)
     print(format_summary(result))
+    missing = unscored_message(open_ended.to_dict("records"), judge.name) if (
+        open_ended is not None and "judge_ok" in open_ended) else None
     if judge is not None and judge.weaker:
         print("note: open-ended scores come from the offline heuristic judge, which is much "
               "weaker than an LLM judge; do not compare them with the paper's numbers.")
     print(f"wrote {len(files)} files to {args.out} (tables: table1_mcq.md"
           f"{', table2_open.md' if open_ended is not None else ''}, "
           f"table3_gap_by_language.md, table5_gap_by_country.md)")
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -28,7 +28,7 @@ from yapo_interp.io import append_jsonl, read_jsonl, write_json
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: completion answers stop at their first line break
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def generated_rejections(model: HookedTransformer, prompts: Sequence[str], *,
     cached in ``cache_dir/<settings key>.jsonl`` (append-only, so an interrupted run resumes)."""
     from tqdm.auto import tqdm
 
-    from yapo_interp.evaluate import generate_greedy
+    from yapo_interp.evaluate import generate_greedy, newline_token_ids
 
     path = Path(cache_dir) / f"{settings.key()}.jsonl"
     known = {record["prompt_sha256"]: record["answer"]
@@ -76,11 +76,13 @@ def generated_rejections(model: HookedTransformer, prompts: Sequence[str], *,
         settings_path = path.with_suffix(".settings.json")
         if not settings_path.is_file():
             write_json(settings_path, asdict(settings))
+    # one-line answers: a row ends at its first line break instead of running to max_new_tokens
+    stops = newline_token_ids(model) if todo and settings.first_line_only else []
     for start in tqdm(range(0, len(todo), batch_size), desc="on-policy answers",
                       disable=not progress or not todo, unit="batch"):
         batch = todo[start:start + batch_size]
         texts = generate_greedy(model, batch, max_new_tokens=settings.max_new_tokens,
-                                batch_size=batch_size)
+                                batch_size=batch_size, extra_stops=stops)
         for prompt, text in zip(batch, texts):
             answer = clean_answer(text, first_line_only=settings.first_line_only)
             known[_prompt_key(prompt)] = answer
