@@ -37,6 +37,7 @@ from yapo_interp.data.pairs import REJECTED
 from yapo_interp.errors import UserError
 from yapo_interp.io import read_json, run_info, write_json, write_text
 from yapo_interp.models import PRESETS
+from yapo_interp.steering import SPARSE_METHODS
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,10 @@ def run_study(plan: StudyPlan, out: Path) -> Path:
             "--out", out / "patching", *common])
         layer = steering_layer(out, plan)
         runs: dict[tuple[str, str, str], Path] = {}
-        for country in plan.countries:
-            for setting in plan.settings:
-                for method in plan.methods:
+        # dense methods first: they need no SAE (a study waiting for one can start)
+        for method in sorted(plan.methods, key=lambda name: name in SPARSE_METHODS):
+            for country in plan.countries:
+                for setting in plan.settings:
                     run_dir = out / "train" / f"{country}-{setting}" / method
                     runs[(country, setting, method)] = run_dir
                     runner.run(f"train-{country}-{setting}-{method}", "train", train.main, [
