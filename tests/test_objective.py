@@ -260,3 +260,84 @@ def test_response_logprobs_runs_under_steering(model):
     with steer(model, vector):
         steered, _ = response_logprobs(model, ["Hello"], [" world"])
     assert abs(float(steered - clean)) > 1e-3
+
+
+# ----------------------------------------------------------------------------- sae-dense, perturbation
+
+
+def always_on_sae(model, active=8):
+    """The tiny SAE with a large encoder bias on features 0..active-1, so their codes are far
+    above zero on every token: there ``ReLU(Enc(h) + s·v) = Enc(h) + s·v`` for small ``s·v``."""
+    sae = tiny_sae(model, LAYER, seed=3)
+    with torch.no_grad():
+        sae.b_enc[:active] = 50.0
+    return sae
+
+
+def test_sae_dense_equals_yapo_where_the_relu_is_inactive(model):
+    """Planted case: v touches only always-on features (codes > |v| on every token, checked),
+    so eq. 3 is ``h + s·(v @ W_dec)`` exactly (Dec is affine) — YaPO's loss is sae-dense's; its
+    gradient too on the support of v. Off the support, where the codes sit at 0, they differ."""
+    sae, active = always_on_sae(model), 8
+    generator = torch.Generator().manual_seed(0)
+    v = torch.zeros(sae.cfg.d_sae)
+    v[:active] = torch.randn(active, generator=generator)
+    v.requires_grad_()
+    yapo = PreferenceObjective(model, LAYER, sae=sae, method="yapo")
+    dense = PreferenceObjective(model, LAYER, sae=sae, method="sae-dense")
+    prepared = yapo.prepare(PAIRS)
+    tokens = torch.cat([torch.cat([p.resid_prompt, p.resid_chosen, p.resid_rejected])
+                        for p in prepared])
+    codes = sae.encode(tokens)
+    assert float(codes[:, :active].min()) > float(v.abs().max()) + 1.0  # the planting holds
+    assert float((codes[:, active:] == 0).float().mean()) > 0.2  # and the ReLU bites elsewhere
+    for direction in (1, -1):
+        yapo_loss = yapo.loss(prepared, v, direction)
+        dense_loss = dense.loss(prepared, v, direction)
+        assert abs(float(yapo_loss) - math.log(2)) > 1e-3  # v moves the model: not trivial
+        torch.testing.assert_close(dense_loss, yapo_loss, atol=1e-6, rtol=0)
+        (yapo_grad,) = torch.autograd.grad(yapo_loss, v)
+        (dense_grad,) = torch.autograd.grad(dense_loss, v)
+        torch.testing.assert_close(dense_grad[:active], yapo_grad[:active], atol=1e-6, rtol=1e-5)
+        assert (dense_grad[active:] - yapo_grad[active:]).abs().max() > 1e-4
+    # negative control: v on features whose codes hit zero, the ReLU acts and the losses differ
+    off = torch.zeros(sae.cfg.d_sae)
+    off[active:] = torch.randn(sae.cfg.d_sae - active, generator=generator)
+    assert abs(float(yapo.loss(prepared, off, 1)) - float(dense.loss(prepared, off, 1))) > 1e-4
+
+
+def test_sae_dense_fast_path_equals_plain(model, sae):
+    v = random_v(sae.cfg.d_sae)
+    plain = PreferenceObjective(model, LAYER, sae=sae, method="sae-dense",
+                                fast_path=FastPath.plain())
+    prepared = plain.prepare(PAIRS)
+    result = plain_logprobs(model, prepared, LAYER, plain.steer_fn(v, -1))
+    plain_loss = preference_loss(result["policy_chosen"], result["policy_rejected"],
+                                 result["reference_chosen"], result["reference_rejected"], -1, 0.1)
+    fast = PreferenceObjective(model, LAYER, sae=sae, method="sae-dense")
+    loss = fast.loss(fast.prepare(PAIRS), v, -1)
+    assert abs(float(loss) - math.log(2)) > 1e-3
+    torch.testing.assert_close(loss, plain_loss, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["bipo", "yapo", "sae-dense"])
+def test_perturbation_is_the_mean_token_shift(model, sae, method):
+    """‖Φ(h) − h‖ averaged over every prompt, chosen and rejected token, each once."""
+    used_sae = None if method == "bipo" else sae
+    objective = PreferenceObjective(model, LAYER, sae=used_sae, method=method, multiplier=2.0)
+    prepared = objective.prepare(PAIRS[:3])
+    v = random_v(sae.cfg.d_sae if used_sae else model.cfg.d_model).detach()
+    assert objective.perturbation(prepared, torch.zeros_like(v), 1) == pytest.approx(0, abs=1e-5)
+    moved = objective.perturbation(prepared, v, -1)
+    if method == "bipo":  # dense: every token moves by |d·λ|·‖v‖
+        assert moved == pytest.approx(2.0 * float(v.norm()), rel=1e-5)
+    elif method == "sae-dense":
+        assert moved == pytest.approx(2.0 * float((v @ sae.W_dec).norm()), rel=1e-5)
+    shifts = [float((objective.steer_fn(v, -1)(h) - h).norm(dim=-1).mean()) * len(h)
+              for pair in prepared
+              for h in (pair.resid_prompt, pair.resid_chosen, pair.resid_rejected)]
+    n_tokens = sum(len(p.prompt) + len(p.chosen) + len(p.rejected) for p in prepared)
+    assert moved == pytest.approx(sum(shifts) / n_tokens, rel=1e-5) and moved > 1e-2
+    plain = PreferenceObjective(model, LAYER, sae=used_sae, method=method,
+                                fast_path=FastPath.plain())
+    assert plain.perturbation(plain.prepare(PAIRS[:1]), v, 1) is None  # nothing cached

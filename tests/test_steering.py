@@ -402,3 +402,34 @@ def test_vectors_saved_before_checksums_still_load(tmp_path, model):
         "metadata": {"model": "tiny-test-model", "hook_name": "blocks.1.hook_resid_post"}}))
     loaded = SteeringVector.load(tmp_path / "old", model=model)
     assert torch.equal(loaded.vector, vector) and loaded.layer == 1
+
+
+# ----------------------------------------------------------------------------- steer(): sae-dense
+
+
+def test_sae_dense_steers_along_decoder_rows_and_round_trips(tmp_path, model, saes):
+    """A sae-dense vector c acts as the dense vector c @ W_dec (no encoder, no ReLU, no b_dec),
+    needs its SAE, and saves/loads with the SAE's fingerprint like a YaPO vector."""
+    sae = saes["jumprelu"]
+    generator = torch.Generator().manual_seed(7)
+    codes = torch.randn(sae.cfg.d_sae, generator=generator)
+    vector = vector_from_tensor("sae-dense", LAYER, codes, model, sae=sae)
+    as_dense = vector_from_tensor("bipo", LAYER, (codes @ sae.W_dec).detach(), model)
+    toks = tokens(model)
+    for direction in (1, -1):
+        with steer(model, vector, multipliers=1.5, direction=direction, saes=sae):
+            ours = resid_after(model, toks)
+        with steer(model, as_dense, multipliers=1.5, direction=direction):
+            expected = resid_after(model, toks)
+        torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    assert (ours - resid_after(model, toks)).abs().max() > 0.1
+    with pytest.raises(UserError, match="saes=sae"):
+        with steer(model, vector):
+            pass
+    assert vector.uses_sae and not vector.is_sparse
+    assert vector.metadata["sae"]["fingerprint"] == sae_fingerprint(sae)
+    vector.save(tmp_path / "c")
+    loaded = SteeringVector.load(tmp_path / "c", model=model, sae=sae)
+    assert loaded.method == "sae-dense" and torch.equal(loaded.vector, vector.vector)
+    with pytest.raises(UserError, match="fingerprint"):
+        SteeringVector.load(tmp_path / "c", model=model, sae=saes["standard"])

@@ -313,3 +313,26 @@ def test_training_metadata_records_the_questions_it_saw():
     assert used == {i.question_id for i in fit + validation}
     assert not any(is_test_question(q, test_fraction=0.25, seed=0) for q in used)
     assert info["split"]["seed"] == 0 and info["split"]["rule"]
+
+
+@pytest.mark.parametrize("method", ["sae-dense", "bipo"])
+def test_sae_dense_trains_and_every_step_logs_its_perturbation(tmp_path, model, sae, method):
+    """sae-dense trains like YaPO (c in R^{d_sae}, same objective); each step's record carries
+    ‖Φ(h) − h‖ for the v its loss used: 0 at the first step (v = 0), then growing."""
+    config = TrainConfig(method=method, epochs=3, **FAST)
+    vector = train_steering_vector(model, PAIRS, PAIRS[:2], config, sae=sae, out_dir=tmp_path,
+                                   progress=False)
+    steps = [r for r in read_jsonl(tmp_path / "log.jsonl") if "train_loss" in r]
+    assert len(steps) == 9 and steps[0]["perturbation"] == pytest.approx(0, abs=1e-6)
+    assert all(r["perturbation"] > 0 for r in steps[1:])
+    assert steps[-1]["perturbation"] > steps[1]["perturbation"]
+    assert sum(r["train_loss"] for r in steps[-3:]) / 3 < 0.5 * math.log(2)
+    width = sae.cfg.d_sae if method == "sae-dense" else model.cfg.d_model
+    assert vector.method == method and vector.vector.shape == (width,)
+    loaded = SteeringVector.load(tmp_path / "vector", model=model, sae=sae)
+    assert torch.equal(loaded.vector, vector.vector)
+    # the first step of epoch 2 uses the vector saved after epoch 1: every token moves by
+    # ‖v‖ (bipo) or ‖c @ W_dec‖ (sae-dense), λ = 1
+    after_one = SteeringVector.load(tmp_path / "vectors" / "epoch_01").vector
+    moved = after_one if method == "bipo" else after_one @ sae.W_dec
+    assert steps[3]["perturbation"] == pytest.approx(float(moved.norm()), rel=1e-5)

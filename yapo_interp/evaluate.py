@@ -218,7 +218,7 @@ def steered_condition(vector: SteeringVector, multiplier: float = 1.0, *, sae: S
         label = " ".join(parts)
     return Condition(
         label=label, method=vector.method, vectors=(vector,), multipliers=(float(multiplier),),
-        saes={vector.layer: sae} if (sae is not None and vector.is_sparse) else None,
+        saes={vector.layer: sae} if (sae is not None and vector.uses_sae) else None,
         country=meta.get("country"), train_setting=meta.get("setting"),
         epoch=int(epoch) if epoch is not None else None, source=source, column=column)
 
@@ -1024,7 +1024,7 @@ class VectorLoader:
         base = resolve_vector_path(path)
         vector = SteeringVector.load(base, model=self.model)
         sae = None
-        if vector.is_sparse:
+        if vector.uses_sae:
             sae = self._sae(vector)
             vector.check_fits(model=self.model, sae=sae, source=str(base))
         return vector, sae, str(base)

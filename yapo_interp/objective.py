@@ -7,7 +7,9 @@ minibatch, the loss is::
 
 averaged over the minibatch, where ``π`` is the unsteered model (the *reference*) and ``π'`` the
 model whose layer-``L`` residual stream ``h = A_L(x)`` is steered with ``d·λ·v`` — densely,
-``h + d·λ·v`` (BiPO, eq. 1 and 2), or through an SAE, ``Φ(h, λ, d, v)`` (YaPO, eq. 3 and 4). During
+``h + d·λ·v`` (BiPO, eq. 1 and 2), through an SAE, ``Φ(h, λ, d, v)`` (YaPO, eq. 3 and 4), or
+along SAE decoder rows without encoding, ``h + d·λ·(v @ W_dec)`` (``sae-dense``, the control of
+issue 13: YaPO's parameterisation without its sparsity). During
 training ``λ = 1``; ``v`` starts at zero, so the first loss is ``log 2``. With ``d = +1`` the loss
 pushes the steered model towards ``y_w``, with ``d = −1`` towards ``y_l``.
 
@@ -37,6 +39,11 @@ alone and all together:
   attention reaching across padding), else the batch falls back to the unshared computation.
 
 Sequences are right-padded: with causal attention, real tokens never see the padding.
+
+**Perturbation size.** ``PreferenceObjective.perturbation`` measures ``‖Φ(h) − h‖`` averaged over
+the tokens of a minibatch (prompt, chosen and rejected tokens, each once) from the cached layer-L
+activations the loss uses: one intervention on those tokens, no model forward. Training logs it
+per step, so loss can be plotted against how far each method moves the residual stream.
 """
 
 from __future__ import annotations
@@ -296,7 +303,8 @@ class FastPath:
 
 class PreferenceObjective:
     """Eq. 1 (BiPO, ``sae=None``) or eq. 4 (YaPO, with ``sae``) at ``layer``, with the shortcuts
-    of ``fast_path``.
+    of ``fast_path``; with ``sae`` and ``method="sae-dense"``, the same loss with the steering
+    ``h + d·λ·(v @ W_dec)``.
 
     ``prepare(pairs)`` tokenizes and caches; ``logprobs(batch, steer_fn)`` returns the four
     log-prob vectors; ``loss(batch, v, direction)`` the minibatch loss (differentiable in ``v``).
@@ -304,8 +312,10 @@ class PreferenceObjective:
 
     def __init__(self, model: HookedTransformer, layer: int, *, sae: SAE | None = None,
                  beta: float = 0.1, multiplier: float = 1.0,
-                 fast_path: FastPath | None = None, append_eos: bool = False) -> None:
+                 fast_path: FastPath | None = None, append_eos: bool = False,
+                 method: str | None = None) -> None:
         self.model = model
+        self.method = method
         self.append_eos = append_eos
         self.layer = layer
         self.sae = sae
@@ -330,7 +340,23 @@ class PreferenceObjective:
 
     def steer_fn(self, v: torch.Tensor, direction: int) -> SteerFn:
         strength = direction * self.multiplier
-        return lambda h: intervention(h, v, strength, self.sae)
+        return lambda h: intervention(h, v, strength, self.sae, method=self.method)
+
+    @torch.no_grad()
+    def perturbation(self, pairs: Sequence[PreparedPair], v: torch.Tensor, direction: int
+                     ) -> float | None:
+        """``‖Φ(h) − h‖`` averaged over the minibatch's tokens (prompt, chosen and rejected, each
+        once), from the cached layer-L activations; ``None`` when they are not cached.
+
+        Interventions act on each token alone, so the tokens are steered as one flat batch: no
+        padding, no model forward."""
+        if not pairs or any(pair.resid_prompt is None for pair in pairs):
+            return None
+        h = torch.cat([part for pair in pairs
+                       for part in (pair.resid_prompt, pair.resid_chosen, pair.resid_rejected)])
+        h = h.to(self.model.cfg.device)
+        steered = self.steer_fn(v.detach(), direction)(h)
+        return float((steered.float() - h.float()).norm(dim=-1).mean())
 
     # -- preparation ---------------------------------------------------------------------------
 

@@ -15,6 +15,17 @@ autoencoder (SAE) and decodes — eq. 3::
 
 The residual correction adds back what the SAE fails to reconstruct, so a zero vector leaves the
 model exactly unchanged; the ReLU keeps the steered code non-negative, like the SAE's own codes.
+
+**SAE-dense steering** (``sae-dense``, a control of issue 13, not in the paper) keeps YaPO's
+parameterisation — ``c ∈ R^{d_sae}``, one coordinate per decoder row of the same SAE — but neither
+encodes ``h`` nor applies the ReLU::
+
+    h' = h + d · λ · (c @ W_dec)
+
+It is dense steering along a vector written in the SAE's dictionary. Where ``Enc(h) + d·λ·v``
+stays non-negative on every feature that ``v`` touches, YaPO's eq. 3 reduces to exactly this
+(``Dec`` is affine), so if ``sae-dense`` trains as fast as YaPO, the speed comes from the
+parameterisation (AdamW moving each of d_sae coordinates by ~lr), not from sparsity.
 ``Enc`` and ``Dec`` are SAELens's ``sae.encode`` / ``sae.decode``, so standard, JumpReLU and TopK
 SAEs all work (``Enc`` already includes the SAE's own activation function). This is the same as
 SAELens's ``HookedSAETransformer.add_sae(sae, use_error_term=True)`` with a hook on
@@ -61,7 +72,9 @@ if TYPE_CHECKING:
 
 DENSE_METHODS = ("bipo", "caa")
 SPARSE_METHODS = ("yapo", "sas")
-METHODS = DENSE_METHODS + SPARSE_METHODS
+DECODER_METHODS = ("sae-dense",)  # c in R^{d_sae}, applied as h + d·λ·(c @ W_dec)
+SAE_METHODS = SPARSE_METHODS + DECODER_METHODS  # vectors in SAE code space: need their SAE
+METHODS = DENSE_METHODS + SPARSE_METHODS + DECODER_METHODS
 VECTOR_FORMAT = 2  # 2: sidecar records the shape and SHA-256; tensor header the model
 
 
@@ -102,15 +115,36 @@ def sparse_intervention(
     return steered + error
 
 
+def decoder_direction(c: Float[torch.Tensor, "d_sae"], sae: SAE) -> Float[torch.Tensor, "d_model"]:
+    """``c @ W_dec``: the residual-stream vector that SAE code ``c`` writes (no ``b_dec``)."""
+    return c.to(sae.W_dec.dtype) @ sae.W_dec
+
+
+def decoder_intervention(
+    h: Float[torch.Tensor, "... d_model"],
+    c: Float[torch.Tensor, "d_sae"],
+    sae: SAE,
+    strength: float | torch.Tensor = 1.0,
+) -> Float[torch.Tensor, "... d_model"]:
+    """``sae-dense``: ``h + strength · (c @ W_dec)`` with ``strength = d · λ`` — YaPO's
+    parameterisation without encoding ``h`` and without the ReLU."""
+    return h + strength * decoder_direction(c, sae).to(h.dtype)
+
+
 def intervention(
     h: Float[torch.Tensor, "... d_model"],
     v: torch.Tensor,
     strength: float | torch.Tensor = 1.0,
     sae: SAE | None = None,
+    *,
+    method: str | None = None,
 ) -> Float[torch.Tensor, "... d_model"]:
-    """Dense (``sae is None``) or sparse steering of ``h`` by ``v``."""
+    """Steering of ``h`` by ``v``: dense (``sae is None``), ``sae-dense`` (``method="sae-dense"``,
+    decoded through ``sae``) or sparse (any other method with an SAE)."""
     if sae is None:
         return dense_intervention(h, v, strength)
+    if method in DECODER_METHODS:
+        return decoder_intervention(h, v, sae, strength)
     return sparse_intervention(h, v, sae, strength)
 
 
@@ -302,7 +336,7 @@ class SteeringVector:
     """A learned (BiPO, YaPO) or averaged (CAA, SAS) steering vector at one layer.
 
     ``vector`` has ``d_model`` entries for the dense methods (bipo, caa) and ``d_sae`` entries for
-    the sparse ones (yapo, sas). ``metadata`` records the model, hook name, SAE (release, id, path,
+    the SAE-space ones (yapo, sas, sae-dense). ``metadata`` records the model, hook name, SAE (release, id, path,
     fingerprint), d_model, d_sae, training settings, dataset hash, epoch, country, setting and
     creation time.
     """
@@ -321,14 +355,20 @@ class SteeringVector:
 
     @property
     def is_sparse(self) -> bool:
+        """Applied through the SAE's encoder and ReLU (yapo, sas; eq. 3)."""
         return self.method in SPARSE_METHODS
+
+    @property
+    def uses_sae(self) -> bool:
+        """Lives in SAE code space (``d_sae`` entries) and needs its SAE: yapo, sas, sae-dense."""
+        return self.method in SAE_METHODS
 
     @property
     def hook_name(self) -> str:
         return hook_name_for(self.layer)
 
     def __repr__(self) -> str:
-        space = "d_sae" if self.is_sparse else "d_model"
+        space = "d_sae" if self.uses_sae else "d_model"
         return (f"SteeringVector(method={self.method!r}, layer={self.layer}, "
                 f"{space}={self.vector.numel()}, norm={self.vector.norm():.4g}, "
                 f"epoch={self.metadata.get('epoch')})")
@@ -403,10 +443,10 @@ class SteeringVector:
             if not 0 <= self.layer < model.cfg.n_layers:
                 problems.append(f"layer: vector is for layer {self.layer}, the model has layers "
                                 f"0..{model.cfg.n_layers - 1}")
-            if not self.is_sparse and self.vector.numel() != model.cfg.d_model:
+            if not self.uses_sae and self.vector.numel() != model.cfg.d_model:
                 problems.append(f"width: dense vector has {self.vector.numel()} entries, the "
                                 f"model's d_model is {model.cfg.d_model}")
-        if sae is not None and self.is_sparse:
+        if sae is not None and self.uses_sae:
             if self.vector.numel() != sae.cfg.d_sae:
                 problems.append(f"d_sae: vector has {self.vector.numel()} entries, the SAE has "
                                 f"d_sae={sae.cfg.d_sae}")
@@ -476,7 +516,7 @@ def steering_hooks(
 
     Vectors at the same layer are combined before they are applied: the sparse ones are summed in
     code space (``Dec(ReLU(Enc(h) + Σ d·λ_i·v_i)) + error``), then the dense ones are added
-    (``+ Σ d·λ_i·v_i``).
+    (``+ Σ d·λ_i·v_i``; a ``sae-dense`` vector ``c`` counts as the dense ``c @ W_dec``).
     """
     if isinstance(vectors, SteeringVector):
         vectors = [vectors]
@@ -489,15 +529,20 @@ def steering_hooks(
     layer_saes: dict[int, SAE] = {}
     for vector, strength in zip(vectors, strengths):
         problems = vector.mismatches(model=model)
-        if vector.is_sparse:
+        sae = None
+        if vector.uses_sae:
             sae = _sae_for(vector.layer, saes, vector.method)
             problems += vector.mismatches(sae=sae)
-            if layer_saes.setdefault(vector.layer, sae) is not sae:
-                problems.append("two different SAEs for the same layer")
+        if vector.is_sparse and layer_saes.setdefault(vector.layer, sae) is not sae:
+            problems.append("two different SAEs for the same layer")
         if problems:
             raise UserError(f"Cannot apply {vector!r}: " + "; ".join(problems) + ".")
         bucket = sparse if vector.is_sparse else dense
-        delta = direction * strength * vector.vector.detach().float()
+        values = vector.vector.detach().float()
+        if vector.method in DECODER_METHODS:
+            with torch.no_grad():
+                values = decoder_direction(values.to(sae.W_dec.device), sae).float().cpu()
+        delta = direction * strength * values
         bucket[vector.layer] = bucket[vector.layer] + delta if vector.layer in bucket else delta
 
     hooks = []
@@ -544,8 +589,8 @@ def vector_from_tensor(
     **metadata: Any,
 ) -> SteeringVector:
     """Wrap a tensor as a ``SteeringVector`` with the model/SAE part of the metadata filled in
-    (the SAE is recorded for the sparse methods only)."""
-    sparse = sae is not None and method in SPARSE_METHODS
+    (the SAE is recorded for the SAE-space methods only: yapo, sas, sae-dense)."""
+    sparse = sae is not None and method in SAE_METHODS
     base = {
         "model": model.cfg.model_name,
         "hook_name": hook_name_for(layer),

@@ -3,7 +3,9 @@
 **BiPO / YaPO** (algorithm 1 of the paper). ``v`` starts at zero; each minibatch of ``B``
 preference triples draws one direction ``d ~ U{−1, +1}`` and takes an AdamW step on the loss of
 eq. 1 (BiPO, dense ``v ∈ R^{d_model}``) or eq. 4 (YaPO, sparse ``v ∈ R^{d_sae}`` steering through a
-frozen SAE); the model and the SAE stay frozen, ``λ = 1``. Defaults are appendix A's: AdamW
+frozen SAE); the model and the SAE stay frozen, ``λ = 1``. ``sae-dense`` (issue 13's control)
+trains ``c ∈ R^{d_sae}`` with the same objective and SAE, applied as ``h + d·λ·(c @ W_dec)``: YaPO's
+parameterisation without the encoder and the ReLU. Defaults are appendix A's: AdamW
 (β₁ 0.9, β₂ 0.999, weight decay 0.05), learning rate 5e-4, cosine schedule with 100 warm-up steps,
 batch 4, 20 epochs; β = 0.1 (appendix A does not state β; 0.1 is BiPO's default). The warm-up is
 capped at ``warmup_ratio`` (10 %) of the run, so a short run reaches its peak learning rate: 100
@@ -30,7 +32,9 @@ space, ``Enc(h_t)`` instead of ``h_t``. Both are one pass over the data; they ar
 and eq. 3 like BiPO and YaPO.
 
 Outputs in ``--out``: ``log.jsonl`` (one record per step: ``step, epoch, train_loss, direction,
-lr``; eval records: ``step, epoch, eval_loss, eval_loss_plus, eval_loss_minus`` — eval loss is the
+lr, grad_norm, perturbation`` — ``perturbation`` is ``‖Φ(h) − h‖`` averaged over the minibatch's
+tokens with the ``v`` the step's loss used, from the cached activations; eval records: ``step,
+epoch, eval_loss, eval_loss_plus, eval_loss_minus`` — eval loss is the
 objective's expectation over ``d = ±1`` on held-out pairs), ``vectors/epoch_XX`` (a vector after
 each epoch, XX from 01), ``vector`` (the final one), ``checkpoint.pt`` (v, optimizer, scheduler, RNG
 state, step; written atomically each epoch) and ``run.json`` (settings and versions). Re-running
@@ -69,6 +73,7 @@ from yapo_interp.io import append_jsonl, atomic_path, read_jsonl, run_info, writ
 from yapo_interp.objective import FastPath, PreferenceObjective
 from yapo_interp.steering import (
     METHODS,
+    SAE_METHODS,
     SPARSE_METHODS,
     SteeringVector,
     sae_layer_of,
@@ -91,7 +96,7 @@ LOG = "log.jsonl"
 class TrainConfig:
     """Training settings: appendix A's defaults, BiPO's where the paper is silent (β)."""
 
-    method: str = "yapo"  # yapo | bipo | caa | sas
+    method: str = "yapo"  # yapo | bipo | sae-dense | caa | sas
     layer: int | None = None  # None: the SAE's layer (yapo/sas), else required
     beta: float = 0.1  # not given in appendix A; BiPO's default
     multiplier: float = 1.0  # λ during training
@@ -139,7 +144,13 @@ class TrainConfig:
 
     @property
     def is_sparse(self) -> bool:
+        """Steers through the SAE's encoder and ReLU (yapo, sas)."""
         return self.method in SPARSE_METHODS
+
+    @property
+    def uses_sae(self) -> bool:
+        """``v`` lives in SAE code space and needs the SAE (yapo, sas, sae-dense)."""
+        return self.method in SAE_METHODS
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,13 +207,13 @@ def training_schedule(config: TrainConfig, n_pairs: int) -> Schedule:
 
 def resolve_layer(config: TrainConfig, sae: SAE | None) -> int:
     sae_layer = sae_layer_of(sae) if sae is not None else None
-    if config.is_sparse and sae is None:
+    if config.uses_sae and sae is None:
         raise UserError(f"--method {config.method} steers in SAE space: give an SAE (the preset's, "
                         "or --sae).")
     layer = config.layer if config.layer is not None else sae_layer
     if layer is None:
         raise UserError("Say which layer to steer (TrainConfig.layer / --layer).")
-    if config.is_sparse and sae_layer is not None and sae_layer != layer:
+    if config.uses_sae and sae_layer is not None and sae_layer != layer:
         raise UserError(f"The SAE reads layer {sae_layer} but the vector is for layer {layer}; "
                         "use the SAE trained on that layer.")
     return layer
@@ -313,10 +324,11 @@ def train_steering_vector(
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
-    objective = PreferenceObjective(model, layer, sae=sae if config.is_sparse else None,
+    objective = PreferenceObjective(model, layer, sae=sae if config.uses_sae else None,
                                     beta=config.beta, multiplier=config.multiplier,
-                                    fast_path=config.fast_path(), append_eos=config.append_eos)
-    width = sae.cfg.d_sae if config.is_sparse else model.cfg.d_model
+                                    fast_path=config.fast_path(), append_eos=config.append_eos,
+                                    method=config.method)
+    width = sae.cfg.d_sae if config.uses_sae else model.cfg.d_model
     schedule = training_schedule(config, len(pairs))
     total_steps = schedule.total_steps
     if schedule.warmup_steps >= total_steps:
@@ -374,14 +386,17 @@ def train_steering_vector(
                 n_step = sum(len(indices) for indices in micro_batches)
                 lr = scheduler.get_last_lr()[0]  # the rate this step uses
                 optimizer.zero_grad()
-                loss_total, directions = 0.0, []
+                loss_total, directions, perturbation = 0.0, [], 0.0
                 for indices in micro_batches:  # one d per micro-batch, gradients accumulated
                     direction = 1 if int(torch.randint(2, (1,), generator=generator)) else -1
-                    loss = objective.loss([train_data[i] for i in indices.tolist()], v,
-                                          direction)
+                    batch = [train_data[i] for i in indices.tolist()]
+                    loss = objective.loss(batch, v, direction)
                     (loss * (len(indices) / n_step)).backward()
                     loss_total += loss.item() * len(indices) / n_step
                     directions.append(direction)
+                    moved = objective.perturbation(batch, v, direction)  # no forward: cached h
+                    perturbation = None if moved is None or perturbation is None else (
+                        perturbation + moved * len(indices) / n_step)
                 grad_norm = float(v.grad.norm())
                 if config.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_([v], config.max_grad_norm)
@@ -395,7 +410,8 @@ def train_steering_vector(
                                              "train_loss": loss_total,
                                              "direction": directions[0] if len(directions) == 1
                                              else directions,
-                                             "lr": lr, "grad_norm": grad_norm})
+                                             "lr": lr, "grad_norm": grad_norm,
+                                             "perturbation": perturbation})
                 if config.eval_every and step % config.eval_every == 0:
                     log_eval(epoch)
             if not config.eval_every:
@@ -613,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_pairs is not None and args.max_pairs < 1:
         raise UserError(f"--max-pairs must be at least 1, got {args.max_pairs}")
     check_run_args(args, layers=[layer])  # device, --out, layer range: before the model load
-    if config.is_sparse and not args.sae:
+    if config.uses_sae and not args.sae:
         check_sae_available(preset.sae_for_layer(layer)[0], layer)
     selection = None
     if args.behaviour_csv is not None:  # before the model: fail fast on bad data
@@ -639,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         train_pairs = build_pairs(model, fit_items, selection)
         eval_pairs = build_pairs(model, validation_items, selection, progress=False)
     sae, sae_info = None, None
-    if config.is_sparse:
+    if config.uses_sae:
         release, sae_id = (args.sae, args.sae_id) if args.sae else preset.sae_for_layer(layer)
         sae = load_sae(release, sae_id, layer=layer, model=model, device=args.device)
         path = SHIPPED_SAE_DIR / f"layer_{layer}" if release == "embedded" else (
