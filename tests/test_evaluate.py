@@ -13,7 +13,8 @@ from yapo_interp.data import CulturalItem, Option, validate_items
 from yapo_interp.evaluate import (BASELINE, Condition, EvalConfig, VectorLoader, build_result,
                                   choose, evaluate_mcq, evaluate_open, evaluate_stability,
                                   find_epoch_vectors, gap_metrics, main, make_conditions,
-                                  paired_scores, resolve_vector_path, score_boxed, score_loglik,
+                                  paired_differences, paired_scores, resolve_vector_path,
+                                  score_boxed, score_loglik,
                                   select_rows, summarize, table_gap_by_country,
                                   table_gap_by_language, table_scores, write_results)
 from yapo_interp.judge import Judge, LocalJudge, Verdict
@@ -544,3 +545,44 @@ def test_cli_refuses_a_vector_whose_sidecar_was_edited_before_loading_the_model(
     with pytest.raises(UserError, match="the .json says layer 1, the .safetensors header says 2"):
         main(["--country", "usa", "--dataset", str(_cli_dataset(tmp_path)), "--vectors",
               str(tmp_path / "v"), "--out", str(tmp_path / "out")])
+
+
+# ----------------------------------------------------------------------------- metrics with power
+
+
+def test_loglik_rows_carry_the_answer_probability_and_margin(model):
+    records = score_loglik(model, ITEMS[:3], ("localized",), batch_size=2, progress=False)
+    for item, record in zip(ITEMS[:3], records):
+        sums = torch.tensor(json.loads(record["option_logprob_sum"]))
+        counts = torch.tensor(json.loads(record["option_tokens"]), dtype=torch.float64)
+        means = sums.double() / counts
+        probabilities = torch.softmax(means, 0)
+        assert record["p_correct"] == pytest.approx(float(probabilities[item.answer]), abs=1e-3)
+        others = torch.cat([means[:item.answer], means[item.answer + 1:]])
+        assert record["margin"] == pytest.approx(float(means[item.answer] - others.max()),
+                                                 abs=1e-3)
+        assert (record["margin"] > 0) == (record["correct_mean"] == 1.0)
+
+
+def test_paired_differences_of_two_conditions_on_the_same_instances():
+    """Planted: condition A's margin is B's + 0.5 on every instance; B scores on one extra
+    instance that A lacks (dropped: only shared instances are compared)."""
+    rows = []
+    for index, item in enumerate(ITEMS[:6]):
+        for form in ("localized", "nonlocalized"):
+            base = {"language": "english", "country": item.country, "item_id": item.id,
+                    "question_id": item.question_id, "form": form}
+            margin = 0.3 * index - (0.2 if form == "nonlocalized" else 0.0)
+            rows.append({**base, "condition": "B", "margin": margin, "score": 0.0})
+            if index < 5:
+                rows.append({**base, "condition": "A", "margin": margin + 0.5, "score": 1.0})
+    differences = paired_differences(pd.DataFrame(rows), config=FAST)
+    margins = differences[(differences["metric"] == "margin")
+                          & (differences["setting"] == "both")]
+    assert set(margins["country"]) == {item.country for item in ITEMS[:5]}
+    assert (margins["condition_a"] == "B").all() and (margins["condition_b"] == "A").all()
+    assert margins["difference"].to_numpy() == pytest.approx(-0.5)
+    assert (margins["ci_low"] <= margins["difference"]).all()
+    usa = margins[margins["country"] == "usa"].iloc[0]
+    assert usa["n_instances"] == 4 and usa["n_questions"] == 2  # ITEMS[0], ITEMS[3]: 2 questions
+    assert "p_correct" not in set(differences["metric"])  # absent column: skipped

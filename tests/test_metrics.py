@@ -1,12 +1,15 @@
-"""Hand-computed cases for PNLG (eq. 5), RCA (eq. 6), accuracy and the bootstrap CI."""
+"""Hand-computed cases for PNLG (eq. 5), RCA (eq. 6), accuracy and the bootstrap CI, and the
+metrics with power (answer probability and margin, paired differences, steps to a threshold)."""
 
 import math
 
 import numpy as np
 import pytest
 
-from yapo_interp.metrics import (accuracy, bootstrap_ci, pnlg, pnlg_aggregate, pnlg_terms, rca,
-                                 rca_aggregate, relative_change)
+from yapo_interp.metrics import (accuracy, answer_margin, answer_probability, bootstrap_ci,
+                                 first_step_below, paired_difference_ci, pnlg, pnlg_aggregate,
+                                 pnlg_terms, rca, rca_aggregate, relative_change,
+                                 steps_to_threshold_ci)
 
 
 def test_accuracy_is_the_mean_of_correctness():
@@ -124,3 +127,69 @@ def test_bootstrap_keeps_pairs_together():
 def test_bootstrap_of_constant_scores_has_zero_width():
     interval = bootstrap_ci(accuracy, [1, 1, 1, 1], n_resamples=100)
     assert (interval.low, interval.value, interval.high) == (1.0, 1.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- metrics with power
+
+
+def test_answer_probability_and_margin_by_hand():
+    scores = np.log([0.5, 0.3, 0.2])  # mean log-probs that happen to be a distribution
+    assert answer_probability(scores, 0) == pytest.approx(0.5)
+    assert answer_probability(scores, 2) == pytest.approx(0.2)
+    assert answer_margin(scores, 0) == pytest.approx(math.log(0.5 / 0.3))  # > 0: correct
+    assert answer_margin(scores, 2) == pytest.approx(math.log(0.2 / 0.5))  # < 0: wrong
+    # softmax, not normalisation: shifting every score changes nothing
+    assert answer_probability(scores - 40.0, 1) == pytest.approx(0.3)
+    assert answer_margin([-1.0, -1.0], 1) == 0.0
+    with pytest.raises(ValueError, match="outside"):
+        answer_margin(scores, 3)
+    with pytest.raises(ValueError, match="two options"):
+        answer_probability([-1.0], 0)
+
+
+def test_paired_difference_ci_cancels_shared_question_difficulty():
+    """Planted: questions differ wildly in difficulty (shared by both methods), method A beats B
+    by exactly 0.1 on every instance. The paired CI is tight around 0.1; two unpaired CIs of the
+    means would overlap heavily."""
+    rng = np.random.default_rng(0)
+    difficulty = rng.normal(0, 3.0, size=40)
+    questions = np.repeat(np.arange(40), 2)  # two forms per question
+    b = difficulty[questions] + rng.normal(0, 0.01, size=80)
+    a = b + 0.1
+    paired = paired_difference_ci(a, b, questions, n_resamples=500)
+    assert paired.value == pytest.approx(0.1) and paired.n == 40
+    assert 0.09 < paired.low <= paired.value <= paired.high < 0.11
+    alone_a, alone_b = bootstrap_ci(np.mean, a), bootstrap_ci(np.mean, b)
+    assert alone_a.low < alone_b.high  # unpaired: no power to see the difference
+    # no difference at all: the CI covers 0; the sign follows a − b
+    noise = rng.normal(0, 1, size=80)
+    null = paired_difference_ci(noise, noise[::-1].copy(), questions, n_resamples=500)
+    assert null.low < 0 < null.high
+    assert paired_difference_ci(b, a, questions).value == pytest.approx(-0.1)
+
+
+def test_paired_difference_ci_resamples_whole_questions():
+    """A question with many instances weighs by its instances, and resampling is by question:
+    one question means no resampling uncertainty (a single cluster)."""
+    a, b = [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]
+    assert paired_difference_ci(a, b, ["q1", "q1", "q2"]).value == pytest.approx(2 / 3)
+    one = paired_difference_ci(a, b, ["q", "q", "q"])
+    assert (one.low, one.high, one.n) == (one.value, one.value, 1)
+    with pytest.raises(ValueError, match="pair them"):
+        paired_difference_ci([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="groups has"):
+        paired_difference_ci([1.0, 2.0], [1.0, 2.0], ["q"])
+
+
+def test_steps_to_threshold_per_run_and_over_seeds():
+    steps, losses = [10, 20, 30, 40], [0.6, 0.35, 0.2, 0.25]
+    assert first_step_below(steps, losses, 0.3) == 30
+    assert first_step_below(steps[::-1], losses[::-1], 0.36) == 20  # order does not matter
+    assert first_step_below(steps, losses, 0.1) == math.inf
+    fast = steps_to_threshold_ci([30, 40, 30, 50, 40], n_resamples=300)
+    assert fast.value == 40 and 30 <= fast.low <= fast.value <= fast.high <= 50 and fast.n == 5
+    slow = steps_to_threshold_ci([300, math.inf, math.inf], n_resamples=300)
+    assert slow.value == math.inf and slow.low == 300 and slow.high == math.inf
+    assert steps_to_threshold_ci([12.0]).low == 12.0
+    with pytest.raises(ValueError, match="NaN"):
+        steps_to_threshold_ci([1.0, float("nan")])

@@ -31,6 +31,12 @@ the scores (0/1 for MCQ, judge total / 10 for open-ended) of the two forms of th
 the same formulas on the mean accuracies ("aggregate"), which is what the paper's tables report.
 Every accuracy and metric comes with a bootstrap confidence interval over instances.
 
+**Metrics with power** (issue 13): log-likelihood MCQ rows also carry ``p_correct`` (the correct
+option's probability under a softmax over the options' mean log-probs) and ``margin`` (its
+log-odds margin over the best other option); ``scores`` averages them with CIs, and
+``paired_differences`` gives every condition-minus-condition difference of a metric on the same
+instances with a paired bootstrap CI over questions (``differences.csv``).
+
 **Tables.** ``table_scores`` gives tables 1 (MCQ) and 2 (open-ended): rows language/country with a
 per-language average, columns setting × method with the difference to the baseline;
 ``table_gap_by_country`` table 5 (PNLG with relative change, RCA with the difference in points)
@@ -72,7 +78,8 @@ from yapo_interp.cli import (add_common_args, check_run_args, model_name, preset
                              run_cli, set_seed)
 from yapo_interp.data.pairs import DEFAULT_OPTION_SEED, DEFAULT_TEST_FRACTION
 from yapo_interp.errors import UserError
-from yapo_interp.metrics import (DEFAULT_EPS, accuracy, bootstrap_ci, pnlg, pnlg_aggregate, rca,
+from yapo_interp.metrics import (DEFAULT_EPS, accuracy, answer_margin, answer_probability,
+                                 bootstrap_ci, paired_difference_ci, pnlg, pnlg_aggregate, rca,
                                  rca_aggregate, relative_change)
 
 if TYPE_CHECKING:
@@ -321,7 +328,9 @@ def score_loglik(model: HookedTransformer, items: Sequence[CulturalItem],
                  score: str = "mean", batch_size: int = 8, progress: bool = True,
                  desc: str = "MCQ") -> list[dict[str, Any]]:
     """One record per (item, form): option log-probabilities and the predictions by sum and by
-    mean; ``score`` (0/1) is the prediction ``score`` selects."""
+    mean; ``score`` (0/1) is the prediction ``score`` selects; ``p_correct`` and ``margin`` are
+    the graded scores of the correct option from the mean log-probs (``metrics.answer_probability``
+    and ``metrics.answer_margin``; NaN for an item with a single option)."""
     from tqdm.auto import tqdm
 
     pairs = _pairs(items, forms)
@@ -340,6 +349,8 @@ def score_loglik(model: HookedTransformer, items: Sequence[CulturalItem],
                 by_sum = choose(option_sums, option_counts, "sum")
                 by_mean = choose(option_sums, option_counts, "mean")
                 predicted = by_mean if score == "mean" else by_sum
+                means = (option_sums / option_counts.clamp(min=1)).tolist()
+                graded = len(means) >= 2
                 records.append({
                     **_instance(item, form),
                     "prediction": predicted,
@@ -347,6 +358,9 @@ def score_loglik(model: HookedTransformer, items: Sequence[CulturalItem],
                     "score": float(predicted == item.answer),
                     "correct_sum": float(by_sum == item.answer),
                     "correct_mean": float(by_mean == item.answer),
+                    "p_correct": answer_probability(means, item.answer) if graded
+                    else float("nan"),
+                    "margin": answer_margin(means, item.answer) if graded else float("nan"),
                     "parsed": True,
                     "option_logprob_sum": json.dumps([round(float(x), 4) for x in option_sums]),
                     "option_tokens": json.dumps([int(x) for x in option_counts]),
@@ -594,6 +608,49 @@ def gap_metrics(loc_rows: pd.DataFrame, non_rows: pd.DataFrame, config: EvalConf
 
 CONDITION_COLUMNS = ["condition", "column", "method", "multiplier", "train_setting", "epoch",
                      "vector"]
+POWER_METRICS = ("p_correct", "margin")
+
+
+def _mean(values: Any) -> float:
+    return float(values.mean())
+
+
+def paired_differences(frame: pd.DataFrame, metrics: Sequence[str] = ("margin", "p_correct",
+                                                                      "score"),
+                       config: EvalConfig = EvalConfig()) -> pd.DataFrame:
+    """Every condition-minus-condition difference of each metric, per country and setting, on
+    the instances both conditions scored (same item and form), with a paired bootstrap CI that
+    resamples questions (``metrics.paired_difference_ci``). One row per (country, setting,
+    metric, condition_a, condition_b): ``difference`` = mean(a) − mean(b), ``ci_low``,
+    ``ci_high``, ``n_questions``, ``n_instances``."""
+    rows = []
+    keys = ["item_id", "form"]
+    for (language, country), group in frame.groupby(["language", "country"], sort=False):
+        conditions = list(dict.fromkeys(group["condition"]))
+        for setting in config.settings:
+            in_setting = setting_rows(group, setting)
+            for metric in metrics:
+                if metric not in in_setting:
+                    continue
+                for index, first in enumerate(conditions):
+                    for second in conditions[index + 1:]:
+                        a = in_setting[in_setting["condition"] == first]
+                        b = in_setting[in_setting["condition"] == second]
+                        joined = a[keys + ["question_id", metric]].merge(
+                            b[keys + [metric]], on=keys, suffixes=("_a", "_b")).dropna()
+                        if joined.empty:
+                            continue
+                        interval = paired_difference_ci(
+                            joined[f"{metric}_a"], joined[f"{metric}_b"],
+                            joined["question_id"].astype(str), n_resamples=config.n_bootstrap,
+                            confidence=config.confidence, seed=config.seed)
+                        rows.append({"language": language, "country": country,
+                                     "setting": setting, "metric": metric,
+                                     "condition_a": first, "condition_b": second,
+                                     "difference": interval.value, "ci_low": interval.low,
+                                     "ci_high": interval.high, "n_questions": interval.n,
+                                     "n_instances": len(joined)})
+    return pd.DataFrame(rows)
 
 
 def summarize(frame: pd.DataFrame, config: EvalConfig = EvalConfig()
@@ -626,6 +683,11 @@ def summarize(frame: pd.DataFrame, config: EvalConfig = EvalConfig()
                 column = f"correct_{variant}"
                 if column in rows and len(rows):
                     record[f"accuracy_{variant}"] = float(rows[column].mean())
+            for metric in POWER_METRICS:  # graded scores (log-likelihood MCQ)
+                values = rows[metric].dropna().to_numpy(dtype=float) if metric in rows else []
+                if len(values):
+                    value, low, high = _interval(_mean, values, config=config)
+                    record.update({metric: value, f"{metric}_low": low, f"{metric}_high": high})
             score_rows.append(record)
         if set(FORMS) <= set(config.forms):
             gap_rows.append({**described, "language": language, "country": country,
@@ -1163,6 +1225,10 @@ def write_results(result: EvaluationResult, out: str | Path, config: EvalConfig,
     by_position = accuracy_by_position(result.mcq)
     if not by_position.empty:
         table("mcq_by_position", by_position)
+    differences = paired_differences(result.mcq, config=config) if not result.mcq.empty else (
+        pd.DataFrame())
+    if not differences.empty:
+        table("differences", differences)
     files["settings"] = write_json(out / "settings.json", run_info(
         {**settings, "config": asdict(config), "files": {k: str(v) for k, v in files.items()}}))
     result.files = files

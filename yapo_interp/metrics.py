@@ -33,6 +33,21 @@ Two ways to take the expectation, both provided:
 
 ``bootstrap_ci`` resamples instances (pairs stay together) to put a percentile confidence interval
 on any of these statistics. All functions are pure: arrays in, floats out, no I/O.
+
+**Metrics with power** (issue 13). 0/1 accuracy on a few dozen questions cannot tell two methods
+apart; graded per-instance scores and paired comparisons can:
+
+* ``answer_probability`` — the probability of the correct option under a softmax over the
+  options' scores (mean per-token log-probs): ``p* = exp(s*) / Σ_j exp(s_j)``.
+* ``answer_margin`` — the log-odds margin of the correct option over the best other option,
+  ``s* − max_{j≠*} s_j`` (= ``log p*/p_best-other`` under that softmax); positive iff correct.
+* ``paired_difference_ci`` — ``mean(a) − mean(b)`` for two methods scored on the *same*
+  instances, with a paired bootstrap CI that resamples questions (clusters: both forms of a
+  question and both methods' scores move together), so the between-question variance that both
+  methods share cancels.
+* ``first_step_below`` / ``steps_to_threshold_ci`` — how many steps a run needs until its
+  validation loss first reaches a threshold, and the median over seeds with a bootstrap CI over
+  seeds (a seed that never gets there counts as infinitely slow, so the CI can be unbounded).
 """
 
 from __future__ import annotations
@@ -179,7 +194,114 @@ def bootstrap_ci(statistic: Callable[..., float], *arrays: ArrayLike, n_resample
     return Interval(value, float(low), float(high), confidence, n)
 
 
+# --------------------------------------------------------------------------------------------
+# Metrics with power: graded per-instance scores, paired differences, steps to a threshold
+# --------------------------------------------------------------------------------------------
+
+
+def _option_scores(option_scores: ArrayLike, answer: int) -> np.ndarray:
+    scores = np.asarray(option_scores, dtype=np.float64).reshape(-1)
+    if scores.size < 2:
+        raise ValueError(f"need at least two options, got {scores.size}")
+    if not 0 <= answer < scores.size:
+        raise ValueError(f"answer index {answer} is outside the {scores.size} options")
+    if not np.isfinite(scores).all():
+        raise ValueError("option scores must be finite log-probabilities")
+    return scores
+
+
+def answer_probability(option_scores: Float[np.ndarray, "option"], answer: int) -> float:
+    """Softmax probability of option ``answer`` over ``option_scores`` (mean log-probs)."""
+    scores = _option_scores(option_scores, answer)
+    shifted = scores - scores.max()
+    return float(np.exp(shifted[answer]) / np.exp(shifted).sum())
+
+
+def answer_margin(option_scores: Float[np.ndarray, "option"], answer: int) -> float:
+    """Log-odds margin ``s_answer − max_{j≠answer} s_j`` of the correct option over the best
+    other one: > 0 when the answer wins, and graded, unlike 0/1 accuracy."""
+    scores = _option_scores(option_scores, answer)
+    return float(scores[answer] - np.delete(scores, answer).max())
+
+
+def paired_difference_ci(a: ArrayLike, b: ArrayLike, groups: Sequence | np.ndarray | None = None,
+                         *, n_resamples: int = 2000, confidence: float = 0.95,
+                         seed: int = 0) -> Interval:
+    """``mean(a) − mean(b)`` with a paired (cluster) bootstrap percentile CI.
+
+    ``a[i]`` and ``b[i]`` are two methods' scores of the same instance ``i``; ``groups[i]`` names
+    its question (instances of one question are resampled together; default: each instance its
+    own group). Each resample draws questions with replacement and recomputes both means on the
+    same draw, so the CI is of the *difference*, not of two independent means. ``n`` is the
+    number of questions.
+    """
+    first = np.asarray(a, dtype=np.float64).reshape(-1)
+    second = np.asarray(b, dtype=np.float64).reshape(-1)
+    if first.shape != second.shape:
+        raise ValueError(f"a has {first.size} instances but b has {second.size}: pair them")
+    if first.size == 0:
+        raise ValueError("no instances to compare")
+    if np.isnan(first).any() or np.isnan(second).any():
+        raise ValueError("scores contain NaN: drop failed instances from both methods first")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence} must be in (0, 1)")
+    labels = np.arange(first.size) if groups is None else np.asarray(groups).reshape(-1)
+    if labels.size != first.size:
+        raise ValueError(f"groups has {labels.size} entries for {first.size} instances")
+    _, cluster = np.unique(labels, return_inverse=True)
+    n_groups = int(cluster.max()) + 1
+    differences = np.bincount(cluster, weights=first - second, minlength=n_groups)
+    sizes = np.bincount(cluster, minlength=n_groups).astype(np.float64)
+    value = float(differences.sum() / sizes.sum())
+    if n_groups == 1 or n_resamples < 1:
+        return Interval(value, value, value, confidence, n_groups)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_groups, size=(n_resamples, n_groups))
+    samples = differences[draws].sum(1) / sizes[draws].sum(1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(samples, [tail, 100.0 - tail])
+    return Interval(value, float(low), float(high), confidence, n_groups)
+
+
+def first_step_below(steps: ArrayLike, losses: ArrayLike, threshold: float) -> float:
+    """The first step at which ``losses`` is at or below ``threshold`` (``inf`` if never).
+
+    ``steps`` and ``losses`` are one run's validation-loss records, in any order."""
+    step_values = np.asarray(steps, dtype=np.float64).reshape(-1)
+    loss_values = np.asarray(losses, dtype=np.float64).reshape(-1)
+    if step_values.shape != loss_values.shape:
+        raise ValueError(f"{step_values.size} steps but {loss_values.size} losses")
+    reached = step_values[loss_values <= threshold]
+    return float(reached.min()) if reached.size else float("inf")
+
+
+def steps_to_threshold_ci(steps_per_seed: ArrayLike, *, n_resamples: int = 2000,
+                          confidence: float = 0.95, seed: int = 0) -> Interval:
+    """Median over seeds of the steps to a threshold (``first_step_below`` of each seed's run),
+    with a bootstrap percentile CI over seeds. ``inf`` entries (never reached) count as slower
+    than any finite run; the median or a bound is ``inf`` when too many seeds never got there."""
+    values = np.asarray(steps_per_seed, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise ValueError("no seeds")
+    if np.isnan(values).any():
+        raise ValueError("steps contain NaN; use inf for a run that never reached the threshold")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence} must be in (0, 1)")
+    # "lower"/"higher" order statistics instead of interpolation: inf − inf is not a number
+    value = float(np.percentile(values, 50, method="higher"))
+    if values.size == 1 or n_resamples < 1:
+        return Interval(value, value, value, confidence, int(values.size))
+    rng = np.random.default_rng(seed)
+    samples = np.percentile(values[rng.integers(0, values.size, (n_resamples, values.size))],
+                            50, axis=1, method="higher")
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low = float(np.percentile(samples, tail, method="lower"))
+    high = float(np.percentile(samples, 100.0 - tail, method="higher"))
+    return Interval(value, low, high, confidence, int(values.size))
+
+
 __all__ = [
-    "DEFAULT_EPS", "Interval", "accuracy", "bootstrap_ci", "pnlg", "pnlg_aggregate",
-    "pnlg_terms", "rca", "rca_aggregate", "rca_terms", "relative_change",
+    "DEFAULT_EPS", "Interval", "accuracy", "answer_margin", "answer_probability", "bootstrap_ci",
+    "first_step_below", "paired_difference_ci", "pnlg", "pnlg_aggregate", "pnlg_terms", "rca",
+    "rca_aggregate", "rca_terms", "relative_change", "steps_to_threshold_ci",
 ]
