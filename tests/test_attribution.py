@@ -279,7 +279,8 @@ def test_attribute_and_write_report(model, known_sae, tmp_path):
     bipo_vector = known_sae.W_dec[5] + 0.5 * known_sae.W_dec[17]
     yapo_vector = torch.zeros(D_SAE)
     yapo_vector[[5, 30]] = torch.tensor([2.0, -1.0])
-    config = attr.AttributionConfig(k=3, n_tokens=4, n_examples=2, batch_size=4)
+    config = attr.AttributionConfig(attribution="static", k=3, n_tokens=4, n_examples=2,
+                                    batch_size=4)
     report = attr.attribute(model, known_sae, 1, bipo_vector, yapo_vector, PROMPTS, config)
     assert report.comparison.shared == [5]
     assert report.comparison.only_bipo == [17]
@@ -353,6 +354,7 @@ def test_cli_writes_tables_and_prints_the_overlap(model, saved_vectors, monkeypa
     folder, _ = saved_vectors
     monkeypatch.setattr("yapo_interp.models.load_model", lambda *args, **kwargs: model)
     code = attr.main(["--bipo", str(folder / "bipo"), "--yapo", str(folder / "yapo.json"),
+                      "--attribution", "static",
                       "--k", "3", "--prompts-from", str(folder / "prompts.txt"),
                       "--out", str(folder / "out"), "--no-images"])
     assert code == 0
@@ -400,3 +402,157 @@ def test_cli_reports_a_damaged_vector_file_in_one_line_before_loading_the_model(
     with pytest.raises(UserError, match=r"bipo.json: not a readable vector sidecar"):
         attr.main(["--bipo", str(folder / "bipo"), "--yapo", str(folder / "yapo"),
                    "--prompts-from", "none", "--out", str(folder / "out")])
+
+
+# ------------------------------------------------------------------ effect on real activations
+
+
+@pytest.fixture(scope="module")
+def activations(model):
+    """Real residual-stream activations of the tiny model at layer 1 (BOS left out)."""
+    return torch.cat(list(attr.token_activations(model, 1, PROMPTS, batch_size=3)))
+
+
+@pytest.fixture(scope="module")
+def tied_sae(model):
+    """An SAE whose encoder is its (unit-row) decoder transposed, as trained SAEs roughly are."""
+    sae = tiny_sae(model, layer=1, d_sae=D_SAE, seed=3)
+    rows = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)
+    with torch.no_grad():
+        sae.W_dec.copy_(rows)
+        sae.W_enc.copy_(rows.T)
+    return sae
+
+
+def test_token_activations_are_the_real_tokens_without_bos_or_padding(model, activations):
+    expected = sum(model.to_tokens(prompt).shape[1] - 1 for prompt in PROMPTS)
+    assert activations.shape == (expected, model.cfg.d_model)
+    _, cache = model.run_with_cache(model.to_tokens(PROMPTS[1]))
+    torch.testing.assert_close(activations[len(PROMPTS[0]):len(PROMPTS[0]) + len(PROMPTS[1])],
+                               cache["blocks.1.hook_resid_post"][0, 1:])
+
+
+def test_effect_codes_match_a_direct_computation_and_do_not_depend_on_batching(
+        sae, activations):
+    from yapo_interp.steering import sparse_intervention
+
+    generator = torch.Generator().manual_seed(4)
+    dense, sparse = torch.randn(32, generator=generator), torch.randn(64, generator=generator)
+    vectors = {"bipo": dense, "yapo": sparse}
+    whole = attr.effect_codes([activations], sae, vectors, strength=1.5)
+    parts = attr.effect_codes(activations.split(7), sae, vectors, strength=1.5)
+    with torch.no_grad():
+        codes = sae.encode(activations)
+        for direction in (1, -1):
+            bipo = sae.encode(activations + direction * 1.5 * dense) - codes
+            yapo_steered = sparse_intervention(activations, sparse, sae, direction * 1.5)
+            yapo = sae.encode(yapo_steered) - codes
+            gated = torch.relu(codes + direction * 1.5 * sparse) - codes
+            torch.testing.assert_close(whole[("bipo", direction)].effect, bipo.mean(0))
+            torch.testing.assert_close(whole[("yapo", direction)].effect, yapo.mean(0))
+            torch.testing.assert_close(whole[("yapo", direction)].gated, gated.mean(0))
+            torch.testing.assert_close(whole[("bipo", direction)].mean_shift,
+                                       direction * 1.5 * dense)
+            assert whole[("bipo", direction)].gated is None
+            for key in (("bipo", direction), ("yapo", direction)):
+                torch.testing.assert_close(parts[key].effect, whole[key].effect)
+                assert parts[key].decoded_r2 == pytest.approx(whole[key].decoded_r2)
+                # the shares add up to the decoded effect projected on the mean shift
+                shift = whole[key].mean_shift.double()
+                decoded = whole[key].effect.double() @ sae.W_dec.double()
+                assert float(whole[key].share.double().sum()) == pytest.approx(
+                    float(decoded @ shift / (shift @ shift)), rel=1e-4)
+    assert whole[("bipo", 1)].n_tokens == activations.shape[0]
+
+
+def test_negative_yapo_entries_on_never_active_features_get_zero_effect(model, activations):
+    sae = tiny_sae(model, layer=1, d_sae=D_SAE, seed=2)
+    dead = [11, 23, 42]
+    with torch.no_grad():
+        sae.b_enc[dead] = -100.0
+    assert (sae.encode(activations)[:, dead] == 0).all()  # never active on these tokens
+    planted = torch.zeros(D_SAE)
+    planted[[2, 7]] = 1.0
+    planted[dead] = -5.0  # the largest |v|: a static reading would list them first
+    assert {f for f, _ in attr.top_features(planted, 3)} == set(dead)
+    effects = attr.effect_codes([activations], sae, {"yapo": planted})
+    plus, minus = effects[("yapo", 1)], effects[("yapo", -1)]
+    assert (plus.effect[dead] == 0).all() and (plus.gated[dead] == 0).all()
+    assert not set(dead) & {f for f, _ in attr.top_features(plus.effect, 5)}
+    assert plus.effect.abs().sum() > 0  # the live entries do act
+    # d = -1 turns the same entries into +5 on the pre-activation: the features switch on
+    # (re-encoding cannot see them: their encoder bias keeps them off, hence the gated code too)
+    torch.testing.assert_close(minus.gated[dead], torch.full((3,), 5.0))
+    assert not torch.allclose(minus.mean_shift, -plus.mean_shift, atol=1e-3)
+
+
+def test_effect_of_one_decoder_row_added_to_real_activations_ranks_that_feature_first(
+        tied_sae, activations):
+    for feature in range(D_SAE):
+        row = tied_sae.W_dec[feature].clone()
+        effects = attr.effect_codes([activations], tied_sae, {"bipo": row}, directions=(1,),
+                                    strength=2.0)
+        assert attr.top_features(effects[("bipo", 1)].effect, 1)[0][0] == feature, feature
+
+
+def test_r2_by_k_is_monotone_and_reaches_one():
+    generator = torch.Generator().manual_seed(5)
+    W_dec = torch.randn(40, 12, generator=generator, dtype=torch.float64)
+    target = torch.randn(12, generator=generator, dtype=torch.float64)
+    code = torch.randn(40, generator=generator, dtype=torch.float64)
+    code[[3, 9]] = 0.0
+    curve = attr.r2_by_k(target, W_dec, code, range(0, 60))
+    ks, values = [k for k, _ in curve], [value for _, value in curve]
+    assert ks == list(range(0, 39))  # cut at the 38 non-zero features
+    assert all(b >= a - 1e-12 for a, b in zip(values, values[1:]))
+    assert values[0] == 0.0 and values[-1] == pytest.approx(1.0)
+    first = int(code.abs().argmax())  # k = 1: the squared cosine with the largest feature's row
+    cosine = float(target @ W_dec[first] / (target.norm() * W_dec[first].norm()))
+    assert values[1] == pytest.approx(cosine ** 2)
+
+
+def test_attribute_by_effect_compares_per_direction(model, tied_sae, tmp_path):
+    bipo_vector = tied_sae.W_dec[5] + 0.5 * tied_sae.W_dec[17]
+    yapo_vector = torch.zeros(D_SAE)
+    yapo_vector[[5, 30]] = torch.tensor([2.0, -1.0])
+    config = attr.AttributionConfig(k=3, n_tokens=4, n_examples=2, batch_size=4, strength=2.0)
+    report = attr.attribute(model, tied_sae, 1, bipo_vector, yapo_vector, PROMPTS, config)
+    assert set(report.by_direction) == {1, -1}
+    assert report.comparison.bipo_top[0][0] == 5 and report.comparison.yapo_top[0][0] == 5
+    torch.testing.assert_close(report.yapo_code, report.effects[("yapo", 1)].effect)
+    assert report.features["yapo_v"].tolist() == [float(yapo_vector[f])
+                                                  for f in report.features["feature"]]
+    assert set(report.effect_features["direction"]) == {1, -1}
+    for (method, direction), curve in report.r2.groupby(["method", "direction"]):
+        assert curve["r2"].is_monotonic_increasing, (method, direction)
+    written = attr.write_report(report, tmp_path, {"config": config}, image_formats=())
+    names = {path.name for path in written}
+    assert {"effect_features.csv", "r2_by_k.csv", "r2_by_k.html", "top_features.csv"} <= names
+    result = json.loads((tmp_path / "attribution.json").read_text())
+    assert set(result["by_direction"]) == {"+1", "-1"}
+    assert result["effects"]["yapo+1"]["n_tokens"] == report.effects[("yapo", 1)].n_tokens
+    assert "Effect on real activations" in attr.format_overlap(report)
+    from yapo_interp.figures import regenerate
+
+    drawn = {path.name for path in regenerate(tmp_path, tmp_path / "figures", ())}
+    assert {"r2_by_k.html", "top_features_bipo.html", "top_features_yapo.html"} <= drawn
+    with pytest.raises(UserError, match="needs dataset prompts"):
+        attr.attribute(model, tied_sae, 1, bipo_vector, yapo_vector, [], config)
+
+
+def test_cli_defaults_to_effect_attribution(model, saved_vectors, monkeypatch, capsys):
+    folder, _ = saved_vectors
+    monkeypatch.setattr("yapo_interp.models.load_model", lambda *args, **kwargs: model)
+    code = attr.main(["--bipo", str(folder / "bipo"), "--yapo", str(folder / "yapo"),
+                      "--k", "3", "--prompts-from", str(folder / "prompts.txt"),
+                      "--out", str(folder / "effect"), "--no-images"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "attribution effect" in printed and "d = -1" in printed
+    result = json.loads((folder / "effect" / "attribution.json").read_text())
+    assert result["settings"]["config"]["attribution"] == "effect"
+    assert {"bipo+1", "bipo-1", "yapo+1", "yapo-1"} == set(result["effects"])
+    assert (folder / "effect" / "effect_features.csv").is_file()
+    with pytest.raises(UserError, match="--strength"):
+        attr.main(["--bipo", str(folder / "bipo"), "--yapo", str(folder / "yapo"),
+                   "--strength", "0", "--out", str(folder / "effect")])

@@ -10,7 +10,25 @@ misalignment". The two vectors live in different spaces:
   the change of the residual stream is exactly ``d·λ·v @ W_dec``: YaPO's ``v`` is a vector of
   *decoder coefficients*, and ``decoded_direction(v, sae) = v @ W_dec`` is its dense direction.
 
-To compare them, the BiPO vector is written as a code in the same SAE basis (``encode_dense``):
+**Attribution by effect (the default, ``--attribution effect``).** Reading a vector's entries is
+not reading what it does. Through the ReLU of eq. 3 a negative entry of YaPO's ``v`` acts only on
+a feature that is already active, so ``d = +1`` and ``d = −1`` move different features; and a bare
+dense vector is out of distribution for an SAE, which decomposes it poorly (Mayne et al. 2024). So
+each vector is run on real activations ``h`` (the dataset prompts' tokens at the layer, BOS left
+out) and ``effect_codes`` measures, for each direction ``d``:
+
+* the change of the SAE code, ``E_h[Enc(Φ(h)) − Enc(h)]``, with ``Φ`` the vector's intervention
+  (eq. 2 for BiPO, eq. 3 for YaPO) — the same quantity for both methods, so they compare directly;
+* for YaPO, the gated code ``E_h[ReLU(Enc(h) + d·λ·v) − Enc(h)]``: what eq. 3 writes into the
+  code before decoding (zero on a feature that the ReLU keeps off, whatever ``v`` says there);
+* the decoded share: per feature, ``(effect_f · W_dec[f]) · Δ / ‖Δ‖²`` with ``Δ = E_h[Φ(h) − h]``,
+  and overall the R² of ``Φ(h) − h`` by the decoded code change, token by token.
+
+BiPO and YaPO are compared on these effect codes per direction (``compare_codes``: top features,
+Jaccard, cosines), and ``r2_by_k`` says how many features it takes to explain the mean shift ``Δ``.
+
+**Static encodings (``--attribution static``).** The earlier reading: YaPO's ``v`` as it is, and
+the BiPO vector written as a code in the same SAE basis (``encode_dense``, ``--method``):
 
 ``"signed_nnls"`` (default)
     A sparse least-squares fit of the dense vector by decoder rows, ``min_c ‖c @ W_dec − v‖²``,
@@ -62,7 +80,7 @@ import io
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +100,8 @@ if TYPE_CHECKING:  # slow imports, needed only for type hints
 
 ENCODE_METHODS = ("signed_nnls", "nnls", "cosine", "encoder", "encoder_offset")
 DEFAULT_METHOD = "signed_nnls"
+ATTRIBUTIONS = ("effect", "static")  # what a code is: the change a vector makes, or its encoding
+R2_KS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 NEURONPEDIA_URL = "https://www.neuronpedia.org/{neuronpedia_id}/{feature}"
 
 
@@ -89,7 +109,10 @@ NEURONPEDIA_URL = "https://www.neuronpedia.org/{neuronpedia_id}/{feature}"
 class AttributionConfig:
     """Settings of one attribution run (saved with every result)."""
 
-    method: str = DEFAULT_METHOD  # how the dense vector becomes a code (see module docstring)
+    attribution: str = "effect"  # "effect" on real activations, or "static" encodings
+    method: str = DEFAULT_METHOD  # static: how the dense vector becomes a code (module docstring)
+    strength: float = 1.0  # effect: λ of eq. 2 / 3
+    directions: tuple[int, ...] = (1, -1)  # effect: d of eq. 2 / 3; the first one is tabulated
     k: int = 20  # top-k features listed per vector
     n_tokens: int = 10  # promoted / suppressed tokens per feature (logit lens)
     n_examples: int = 5  # top-activating dataset examples per feature
@@ -442,6 +465,162 @@ def compare_codes(
 
 
 # --------------------------------------------------------------------------------------------
+# Attribution by effect on real activations (the default)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EffectCodes:
+    """What one vector does to the SAE code of real activations, in one direction ``d``.
+
+    All expectations are over the tokens given (BOS excluded by the callers here).
+    """
+
+    method: str  # "bipo" (dense, eq. 2) or "yapo" (sparse, eq. 3)
+    direction: int  # d
+    strength: float  # λ
+    effect: Float[torch.Tensor, "d_sae"]  # E_h[Enc(Φ(h)) − Enc(h)]
+    gated: Float[torch.Tensor, "d_sae"] | None  # YaPO: E_h[ReLU(Enc(h) + d·λ·v) − Enc(h)]
+    share: Float[torch.Tensor, "d_sae"]  # (effect_f · W_dec[f]) · Δ / ‖Δ‖², Δ = E_h[Φ(h) − h]
+    mean_shift: Float[torch.Tensor, "d_model"]  # Δ
+    decoded_r2: float  # 1 − E‖(Φ(h)−h) − (Dec(Enc Φ(h)) − Dec(Enc h))‖² / E‖Φ(h)−h‖²
+    n_tokens: int
+
+    def summary(self) -> dict[str, Any]:
+        """Scalars for the JSON report."""
+        active = self.effect.abs() > 0
+        return {"method": self.method, "direction": self.direction, "strength": self.strength,
+                "n_tokens": self.n_tokens, "decoded_r2": self.decoded_r2,
+                "mean_shift_norm": float(self.mean_shift.norm()),
+                "features_changed": int(active.sum()),
+                "share_total": float(self.share.sum())}
+
+
+def effect_codes(
+    batches: Iterable[Float[torch.Tensor, "token d_model"]],
+    sae: SAE,
+    vectors: Mapping[str, torch.Tensor],
+    *,
+    directions: Sequence[int] = (1, -1),
+    strength: float = 1.0,
+) -> dict[tuple[str, int], EffectCodes]:
+    """Effect of each vector on the SAE code of real activations, per direction (Mayne et al.).
+
+    ``vectors`` maps a method name to its vector: a ``d_model`` vector steers densely
+    (``Φ(h) = h + d·λ·v``, eq. 2), a ``d_sae`` vector sparsely (eq. 3, and its gated code
+    ``ReLU(Enc(h) + d·λ·v) − Enc(h)`` is reported too). ``batches`` are real residual-stream
+    activations at the SAE's hook, one row per token, consumed once. Pure: no model, no files.
+    """
+    from yapo_interp.steering import intervention
+
+    d_sae, d_in = sae.cfg.d_sae, sae.cfg.d_in
+    kinds = {}
+    for method, vector in vectors.items():
+        if vector.shape not in ((d_in,), (d_sae,)):
+            raise UserError(f"The {method} vector has shape {tuple(vector.shape)}; the SAE takes "
+                            f"d_model={d_in} (dense) or d_sae={d_sae} (sparse) vectors.")
+        kinds[method] = vector.shape == (d_sae,) and (d_sae != d_in or method in ("yapo", "sas"))
+    for direction in directions:
+        if direction not in (1, -1):
+            raise UserError(f"A direction is +1 or -1 (got {direction}).")
+    keys = [(method, int(direction)) for method in vectors for direction in directions]
+    zeros = {"effect": torch.zeros(d_sae, dtype=torch.float64),
+             "gated": torch.zeros(d_sae, dtype=torch.float64),
+             "shift": torch.zeros(d_in, dtype=torch.float64)}
+    sums = {key: {name: value.clone() for name, value in zeros.items()} | {
+        "shift_sq": 0.0, "error_sq": 0.0} for key in keys}
+    n_tokens = 0
+    with torch.no_grad():
+        for h in batches:
+            h = _sae_input(h.reshape(-1, d_in), sae)
+            if h.shape[0] == 0:
+                continue
+            n_tokens += h.shape[0]
+            codes = sae.encode(h)
+            clean = sae.decode(codes)
+            for method, direction in keys:
+                vector = _sae_input(vectors[method], sae)
+                sparse = kinds[method]
+                scale = direction * strength
+                steered = intervention(h, vector, scale, sae if sparse else None)
+                steered_codes = sae.encode(steered)
+                total = sums[(method, direction)]
+                total["effect"] += (steered_codes - codes).double().sum(0).cpu()
+                if sparse:
+                    gated = torch.relu(codes + scale * vector) - codes
+                    total["gated"] += gated.double().sum(0).cpu()
+                shift = (steered - h).double()
+                decoded = (sae.decode(steered_codes) - clean).double()
+                total["shift"] += shift.sum(0).cpu()
+                total["shift_sq"] += float((shift ** 2).sum())
+                total["error_sq"] += float(((shift - decoded) ** 2).sum())
+    if n_tokens == 0:
+        raise UserError("Effect attribution needs real activations: the prompts gave no tokens "
+                        "(after BOS).")
+    W_dec = sae.W_dec.detach().double().cpu()
+    result = {}
+    for method, direction in keys:
+        total = sums[(method, direction)]
+        effect = total["effect"] / n_tokens
+        mean_shift = total["shift"] / n_tokens
+        denominator = float(mean_shift @ mean_shift)
+        share = (effect * (W_dec @ mean_shift) / denominator if denominator > 0
+                 else torch.zeros_like(effect))
+        result[(method, direction)] = EffectCodes(
+            method=method, direction=direction, strength=float(strength),
+            effect=effect.float(), gated=(total["gated"] / n_tokens).float()
+            if kinds[method] else None,
+            share=share.float(), mean_shift=mean_shift.float(),
+            decoded_r2=(1.0 - total["error_sq"] / total["shift_sq"] if total["shift_sq"] > 0
+                        else float("nan")),
+            n_tokens=n_tokens)
+    return result
+
+
+def r2_by_k(
+    target: Float[torch.Tensor, "d_model"],
+    W_dec: Float[torch.Tensor, "d_sae d_model"],
+    code: Float[torch.Tensor, "d_sae"],
+    ks: Sequence[int],
+) -> list[tuple[int, float]]:
+    """R² of ``target`` by the decoder rows of the code's top-k features (by |weight|), for each k.
+
+    The weights are refitted by least squares on those rows, so the feature sets are nested and
+    R² never falls as k grows: the curve says how many features it takes to say what the vector
+    does. A k beyond the code's non-zero features is cut to their number.
+    """
+    target = target.detach().double().cpu()
+    total = float(target @ target)
+    code = code.detach().double().cpu()
+    nonzero = int((code != 0).sum())
+    order = code.abs().argsort(descending=True)[:nonzero]
+    rows = W_dec.detach().double().cpu()[order]
+    result = []
+    for k in sorted({min(max(int(k), 0), nonzero) for k in ks}):
+        if k == 0 or total == 0:
+            result.append((k, 0.0 if total > 0 else float("nan")))
+            continue
+        basis = torch.linalg.qr(rows[:k].T).Q  # [d_model, k]: orthonormal span of the rows
+        projected = basis @ (basis.T @ target)
+        result.append((k, 1.0 - float(((target - projected) ** 2).sum()) / total))
+    return result
+
+
+def token_activations(
+    model: HookedTransformer, layer: int, prompts: Sequence[str], *, batch_size: int = 8,
+    max_tokens: int = 256, skip_bos: bool = True,
+) -> Iterator[Float[torch.Tensor, "token d_model"]]:
+    """The residual stream at ``blocks.{layer}.hook_resid_post`` of the prompts' real tokens
+    (no padding; BOS left out unless ``skip_bos=False``), one tensor per batch of prompts."""
+    first = 1 if skip_bos else 0
+    token_lists = _tokenize(model, prompts, max_tokens)
+    for _, resid, lengths in _layer_activations(model, layer, token_lists, batch_size,
+                                                "effect attribution"):
+        rows = [resid[row, first:length] for row, length in enumerate(lengths)]
+        yield torch.cat(rows) if rows else resid[:0, 0]
+
+
+# --------------------------------------------------------------------------------------------
 # Explaining features offline: logit lens, top-activating examples, Neuronpedia links
 # --------------------------------------------------------------------------------------------
 
@@ -669,6 +848,10 @@ class AttributionReport:
     features: pd.DataFrame
     examples: pd.DataFrame
     logits: dict[int, FeatureLogits] = field(default_factory=dict)
+    r2: pd.DataFrame | None = None  # R² by number of features k (``r2_by_k``), per code
+    effects: dict[tuple[str, int], EffectCodes] = field(default_factory=dict)  # effect only
+    by_direction: dict[int, CodeComparison] = field(default_factory=dict)  # effect only
+    effect_features: pd.DataFrame | None = None  # effect only: top features per direction
 
 
 def _format_tokens(pairs: list[tuple[str, float]], n: int = 6) -> str:
@@ -736,10 +919,13 @@ def attribute(
     prompts: Sequence[str] = (),
     config: AttributionConfig = AttributionConfig(),
 ) -> AttributionReport:
-    """Encode the BiPO vector, compare it with YaPO's, explain the listed features.
+    """Attribute both vectors to SAE features, compare them, explain the listed features.
 
-    ``prompts`` (dataset prompts) feed the top-activating examples and, for
-    ``method="encoder_offset"``, the mean activation; with none, examples are left empty.
+    With ``config.attribution == "effect"`` (default) the codes are each vector's effect on the
+    SAE code of the prompts' activations (``effect_codes``), per direction, and ``prompts`` are
+    required. With ``"static"``, the BiPO vector is encoded by ``config.method`` and YaPO's ``v``
+    is taken as it is; ``prompts`` then feed the top-activating examples and, for
+    ``method="encoder_offset"``, the mean activation (with none, examples are left empty).
     """
     if bipo_vector.shape != (sae.cfg.d_in,):
         raise UserError(f"The BiPO vector has shape {tuple(bipo_vector.shape)}, but the SAE and "
@@ -748,6 +934,11 @@ def attribute(
         raise UserError(f"The YaPO vector has shape {tuple(yapo_vector.shape)}, but the SAE has "
                         f"d_sae={sae.cfg.d_sae}: it was trained with another SAE.")
     prompts = list(prompts)
+    if config.attribution not in ATTRIBUTIONS:
+        raise UserError(f"Unknown attribution {config.attribution!r}; choose one of "
+                        f"{', '.join(ATTRIBUTIONS)}.")
+    if config.attribution == "effect":
+        return _attribute_by_effect(model, sae, layer, bipo_vector, yapo_vector, prompts, config)
     mean = None
     if config.method == "encoder_offset":
         if not prompts:
@@ -765,11 +956,94 @@ def attribute(
                                         batch_size=config.batch_size,
                                         max_tokens=config.max_tokens, skip_bos=config.skip_bos)
                 if prompts else {})
+    yapo_direction = decoded_direction(yapo_code, sae)
+    r2 = [("bipo", None, k, value, "BiPO vector")
+          for k, value in r2_by_k(bipo_vector, sae.W_dec, bipo_code, R2_KS + (sae.cfg.d_sae,))]
+    r2 += [("yapo", None, k, value, "v @ W_dec")
+           for k, value in r2_by_k(yapo_direction, sae.W_dec, yapo_code, R2_KS + (sae.cfg.d_sae,))]
     return AttributionReport(
         config=config, bipo_code=bipo_code, yapo_code=yapo_code, comparison=comparison,
         bipo_fit=fit_quality(bipo_vector, bipo_code, sae),
         features=feature_table(comparison, bipo_code, yapo_code, logits, examples, sae),
-        examples=examples_table(examples), logits=logits,
+        examples=examples_table(examples), logits=logits, r2=_r2_frame(r2),
+    )
+
+
+def _r2_frame(rows: list[tuple[str, int | None, int, float, str]]) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=["method", "direction", "k", "r2", "target"])
+    frame["direction"] = frame["direction"].astype("Int64")
+    return frame
+
+
+def _attribute_by_effect(
+    model: HookedTransformer,
+    sae: SAE,
+    layer: int,
+    bipo_vector: Float[torch.Tensor, "d_model"],
+    yapo_vector: Float[torch.Tensor, "d_sae"],
+    prompts: list[str],
+    config: AttributionConfig,
+) -> AttributionReport:
+    """``attribute`` with codes measured on the prompts' activations (``effect_codes``)."""
+    import pandas as pd
+
+    if not prompts:
+        raise UserError("Effect attribution runs the vectors on real activations and needs "
+                        "dataset prompts (--prompts-from cultural or FILE), or use "
+                        "--attribution static.")
+    if not config.directions:
+        raise UserError("Effect attribution needs at least one direction (+1 or -1).")
+    activations = token_activations(model, layer, prompts, batch_size=config.batch_size,
+                                    max_tokens=config.max_tokens, skip_bos=config.skip_bos)
+    effects = effect_codes(activations, sae, {"bipo": bipo_vector, "yapo": yapo_vector},
+                           directions=config.directions, strength=config.strength)
+    by_direction = {direction: compare_codes(effects[("bipo", direction)].effect,
+                                             effects[("yapo", direction)].effect, config.k,
+                                             sae=sae)
+                    for direction in config.directions}
+    primary = config.directions[0]
+    bipo, yapo = effects[("bipo", primary)], effects[("yapo", primary)]
+    comparison = compare_codes(bipo.effect, yapo.effect, config.k, sae=sae,
+                               bipo_vector=bipo_vector)
+    listed = [f for c in by_direction.values() for f, _ in c.yapo_top + c.bipo_top]
+    logits = feature_logit_lens(model, sae, listed, config.n_tokens)
+    examples = top_activating_examples(model, sae, layer, prompts, listed, config.n_examples,
+                                       batch_size=config.batch_size,
+                                       max_tokens=config.max_tokens, skip_bos=config.skip_bos)
+    features = feature_table(comparison, bipo.effect, yapo.effect, logits, examples, sae)
+    features["yapo_v"] = [float(yapo_vector[f]) for f in features["feature"]]
+    features["yapo_gated"] = [float(yapo.gated[f]) for f in features["feature"]]
+    features["bipo_share"] = [float(bipo.share[f]) for f in features["feature"]]
+    features["yapo_share"] = [float(yapo.share[f]) for f in features["feature"]]
+    rows = []
+    for direction, compared in by_direction.items():
+        codes = {"bipo": effects[("bipo", direction)], "yapo": effects[("yapo", direction)]}
+        for method, top in (("bipo", compared.bipo_top), ("yapo", compared.yapo_top)):
+            other = "yapo" if method == "bipo" else "bipo"
+            for rank, (feature, value) in enumerate(top, 1):
+                rows.append({
+                    "direction": direction, "method": method, "rank": rank, "feature": feature,
+                    "effect": value, f"{other}_effect": float(codes[other].effect[feature]),
+                    "gated": float(codes["yapo"].gated[feature]),
+                    "share": float(codes[method].share[feature]),
+                    "in_both": feature in compared.shared,
+                    "yapo_v": float(yapo_vector[feature]),
+                })
+    r2 = [(method, direction, k, value, "E[Φ(h) − h]")
+          for (method, direction), codes in effects.items()
+          for k, value in r2_by_k(codes.mean_shift, sae.W_dec, codes.effect,
+                                  R2_KS + (sae.cfg.d_sae,))]
+    return AttributionReport(
+        config=config, bipo_code=bipo.effect, yapo_code=yapo.effect, comparison=comparison,
+        bipo_fit=fit_quality(bipo.mean_shift, bipo.effect, sae),
+        features=features, examples=examples_table(examples), logits=logits,
+        effects=effects, by_direction=by_direction,
+        effect_features=pd.DataFrame(rows, columns=[
+            "direction", "method", "rank", "feature", "effect", "bipo_effect", "yapo_effect",
+            "gated", "share", "in_both", "yapo_v"]),
+        r2=_r2_frame(r2),
     )
 
 
@@ -863,6 +1137,12 @@ def write_report(report: AttributionReport, out: str | Path, settings: dict[str,
                                               report.yapo_code), out / "top_weights.html",
                            image_formats=image_formats,
                            height=max(560, 28 * report.config.k + 160))
+    if report.effect_features is not None:
+        written.append(write_table(out / "effect_features.csv", report.effect_features))
+    if report.r2 is not None:
+        written.append(write_table(out / "r2_by_k.csv", report.r2))
+        written += save_figure(r2_by_k_figure(report.r2), out / "r2_by_k.html",
+                               image_formats=image_formats, width=800, height=480)
     result = run_info(settings)
     result.update({
         "overlap": report.comparison.summary(),
@@ -874,8 +1154,52 @@ def write_report(report: AttributionReport, out: str | Path, settings: dict[str,
         "only_yapo": report.comparison.only_yapo,
         "features": json.loads(report.features.to_json(orient="records")),
     })
+    if report.effects:
+        result["effects"] = {f"{method}{direction:+d}": codes.summary()
+                             for (method, direction), codes in report.effects.items()}
+        result["by_direction"] = {
+            f"{direction:+d}": compared.summary() | {
+                "shared": compared.shared, "only_bipo": compared.only_bipo,
+                "only_yapo": compared.only_yapo,
+                "mean_shift_cosine": _cosine(report.effects[("bipo", direction)].mean_shift,
+                                             report.effects[("yapo", direction)].mean_shift),
+                "yapo_gated_cosine": _cosine(report.effects[("yapo", direction)].gated,
+                                             report.effects[("yapo", direction)].effect)}
+            for direction, compared in report.by_direction.items()}
+    if report.r2 is not None:
+        result["r2_by_k"] = json.loads(report.r2.to_json(orient="records"))
     written.append(write_json(out / "attribution.json", result))
     return written
+
+
+def pd_isna(value: Any) -> bool:
+    """True for None, NaN and pandas' NA."""
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
+def r2_by_k_figure(r2: pd.DataFrame) -> go.Figure:
+    """R² of each code's target by its top-k features against k (log axis), one line per code."""
+    import plotly.graph_objects as go
+
+    from yapo_interp.style import METHOD_LABELS, method_color
+
+    figure = go.Figure()
+    for (method, direction), curve in r2.groupby(["method", "direction"], dropna=False,
+                                                 sort=False):
+        label = METHOD_LABELS.get(method, method)
+        if not pd_isna(direction):
+            label += f", d = {int(direction):+d}"
+        figure.add_trace(go.Scatter(
+            x=curve.k, y=curve.r2, mode="lines+markers", name=label,
+            line=dict(color=method_color(method), dash="solid" if pd_isna(direction)
+                      or int(direction) > 0 else "dash")))
+    figure.update_xaxes(title_text="features k (largest |weight| first, refitted)", type="log")
+    figure.update_yaxes(title_text="R²", range=[0, 1.02])
+    target = ", ".join(dict.fromkeys(r2["target"])) if "target" in r2 else ""
+    figure.update_layout(title=f"How many SAE features it takes: R² of {target} by top-k")
+    return figure
 
 
 def format_overlap(report: AttributionReport) -> str:
@@ -886,9 +1210,37 @@ def format_overlap(report: AttributionReport) -> str:
         return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
             else f"{value:.3f}"
 
+    if report.effects:
+        first = report.config.directions[0]
+        header = [
+            f"Effect on real activations (λ = {report.config.strength:g}, "
+            f"{report.effects[('bipo', first)].n_tokens} tokens); tabulated: d = {first:+d}",
+            f"BiPO effect code: {fit['nonzero']} features changed, decoded cosine with the mean "
+            f"shift E[Φ(h) − h] {number(fit['cosine'])}, R² {number(fit['r2'])}"]
+        for direction, compared in report.by_direction.items():
+            bipo, yapo = report.effects[("bipo", direction)], report.effects[("yapo", direction)]
+            header.append(
+                f"d = {direction:+d}: top-{compared.k} Jaccard {number(compared.jaccard)}, code "
+                f"cosine {number(compared.code_cosine)}, mean-shift cosine "
+                f"{number(_cosine(bipo.mean_shift, yapo.mean_shift))}; share of Φ(h) − h "
+                f"decoded from the code change: BiPO {number(bipo.decoded_r2)}, YaPO "
+                f"{number(yapo.decoded_r2)}; YaPO gated vs re-encoded cosine "
+                f"{number(_cosine(yapo.gated, yapo.effect))}")
+            header.append(f"  shared {compared.shared}, only BiPO {compared.only_bipo}, "
+                          f"only YaPO {compared.only_yapo}")
+    else:
+        header = [
+            f"BiPO encoded with {report.config.method}: {fit['nonzero']} non-zero features, "
+            f"decoded cosine with the dense vector {number(fit['cosine'])}, R² "
+            f"{number(fit['r2'])}"]
+    if report.r2 is not None and not report.r2.empty:
+        for (method, direction), curve in report.r2.groupby(["method", "direction"],
+                                                            dropna=False, sort=False):
+            label = method if pd_isna(direction) else f"{method} d={int(direction):+d}"
+            header.append(f"R²(k) {label}: " + ", ".join(
+                f"{int(k)}:{number(float(r2))}" for k, r2 in zip(curve.k, curve.r2)))
     lines = [
-        f"BiPO encoded with {report.config.method}: {fit['nonzero']} non-zero features, "
-        f"decoded cosine with the dense vector {number(fit['cosine'])}, R² {number(fit['r2'])}",
+        *header,
         f"YaPO: {c.yapo_nonzero} non-zero features; non-zero in one code only: "
         f"{c.bipo_only_nonzero} BiPO, {c.yapo_only_nonzero} YaPO",
         f"top-{c.k} Jaccard        {number(c.jaccard)}  ({len(c.shared)} shared, "
@@ -1018,8 +1370,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dense vector (bipo or caa): PATH of PATH.safetensors + PATH.json")
     parser.add_argument("--yapo", required=True, type=Path,
                         help="sparse vector (yapo or sas): PATH of PATH.safetensors + PATH.json")
+    parser.add_argument("--attribution", default="effect", choices=ATTRIBUTIONS,
+                        help="'effect' (default): each vector's change of the SAE code of the "
+                             "prompts' activations, per direction; 'static': BiPO encoded by "
+                             "--method against YaPO's v")
+    parser.add_argument("--strength", type=float, default=AttributionConfig.strength,
+                        help="λ of eq. 2 / 3 for the effect attribution (default: 1)")
     parser.add_argument("--method", default=DEFAULT_METHOD, choices=ENCODE_METHODS,
-                        help=f"how the BiPO vector becomes an SAE code (default: {DEFAULT_METHOD})")
+                        help="static attribution: how the BiPO vector becomes an SAE code "
+                             f"(default: {DEFAULT_METHOD})")
     parser.add_argument("--k", type=int, default=AttributionConfig.k,
                         help="features listed per vector (default: 20)")
     parser.add_argument("--prompts-from", default="cultural",
@@ -1057,7 +1416,10 @@ def main(argv: list[str] | None = None) -> int:
     if bipo.layer != yapo.layer:
         raise UserError(f"The vectors steer different layers (BiPO {bipo.layer}, YaPO "
                         f"{yapo.layer}); their features can only be compared at one layer.")
-    config = AttributionConfig(method=args.method, k=args.k, n_examples=args.examples,
+    if not (math.isfinite(args.strength) and args.strength > 0):
+        raise UserError(f"--strength must be a positive number (got {args.strength}).")
+    config = AttributionConfig(attribution=args.attribution, method=args.method,
+                               strength=args.strength, k=args.k, n_examples=args.examples,
                                max_prompts=args.max_prompts, batch_size=args.batch_size,
                                max_features=args.max_features)
     prompts = load_prompts(args.prompts_from, config.max_prompts)
@@ -1077,7 +1439,8 @@ def main(argv: list[str] | None = None) -> int:
     bipo.check_fits(model=model, source=f"--bipo {args.bipo}")
     yapo.check_fits(model=model, sae=sae, source=f"--yapo {args.yapo}")
     print(f"model {model.cfg.model_name}, layer {yapo.layer}, SAE {sae_name} "
-          f"(d_sae {sae.cfg.d_sae}), {len(prompts)} prompts, method {config.method}")
+          f"(d_sae {sae.cfg.d_sae}), {len(prompts)} prompts, attribution {config.attribution}"
+          + (f" (method {config.method})" if config.attribution == "static" else ""))
     report = attribute(model, sae, yapo.layer, bipo.vector.detach().float(),
                        yapo.vector.detach().float(), prompts, config)
     print(format_overlap(report))

@@ -8,7 +8,8 @@ and draws, into ``figures/`` (or ``--out``), HTML always and PNG/SVG when kaleid
   of YaPO vs BiPO per country and setting (fig. 2);
 * ``stability.csv`` (``yapo_interp.evaluate --stability``) -> accuracy across epochs (fig. 5);
 * ``table*.csv`` (``yapo_interp.evaluate``) -> the results tables as Plotly tables (tables 1-5);
-* ``top_features.csv`` (``yapo_interp.attribution``) -> top-feature tables and the top-weights bars.
+* ``top_features.csv`` (``yapo_interp.attribution``) -> top-feature tables and the top-weights bars;
+* ``r2_by_k.csv`` (``yapo_interp.attribution``) -> R² of each vector by its top-k SAE features.
 
 Every figure uses the shared template and the fixed method colours of ``yapo_interp.style``.
 """
@@ -165,7 +166,7 @@ def _figure_name(path: Path, run_dir: Path, stem: str) -> str:
 def regenerate(run_dir: str | Path, out_dir: str | Path = "figures",
                image_formats: tuple[str, ...] = ("png",)) -> list[Path]:
     """Draw every figure that ``run_dir``'s saved results allow; return the files written."""
-    from yapo_interp.attribution import top_features_table_figure
+    from yapo_interp.attribution import r2_by_k_figure, top_features_table_figure
     from yapo_interp.patching import patching_figure
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -212,6 +213,12 @@ def regenerate(run_dir: str | Path, out_dir: str | Path = "figures",
                     top_features_table_figure(features, method),
                     out_dir / _figure_name(features_path, run_dir, f"top_features_{method}"),
                     image_formats=image_formats, width=1600, height=140 + 48 * k)
+    for r2_path in sorted(run_dir.rglob("r2_by_k.csv")):
+        r2 = pd.read_csv(r2_path)
+        if not r2.empty:
+            written += save_figure(r2_by_k_figure(r2),
+                                   out_dir / _figure_name(r2_path, run_dir, "r2_by_k"),
+                                   image_formats=image_formats, width=800, height=480)
     if not written:
         raise UserError(f"Found no saved results under {run_dir} (looked for patching_summary.csv"
                         ", log.jsonl + run.json, stability.csv, table*.csv, top_features.csv).")
