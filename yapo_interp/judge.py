@@ -401,7 +401,9 @@ class OpenAIJudge(Judge):
     requests in a row have failed, the endpoint is taken for down: later requests are not sent
     and are recorded as failures saying so. ``failures`` counts the failed requests of this
     judge. ``cache_path`` (JSONL) stores successful verdicts only, so failures are retried by
-    the next run.
+    the next run. ``template`` and ``parser`` replace the rubric prompt and the reply parser
+    (default: figure 4's rubric, :func:`parse_verdict`) for another rubric, e.g. BiPO's 1-4
+    behaviour scale in :mod:`yapo_interp.behaviour`.
     """
 
     weaker = False
@@ -411,7 +413,8 @@ class OpenAIJudge(Judge):
                  deadline: float = 120.0, give_up_after: int = 4,
                  cache_path: str | Path | None = None, temperature: float = 0.0,
                  max_tokens: int = 512, workers: int = 4, template: str = JUDGE_PROMPT,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 parser: Callable[[str], dict[str, float]] | None = None):
         if not base_url:
             raise UserError(f"No judge endpoint: pass --judge-base-url or set {ENV_BASE_URL} "
                             "(e.g. https://api.openai.com/v1).")
@@ -441,6 +444,7 @@ class OpenAIJudge(Judge):
         self.max_tokens = max_tokens
         self.workers = max(1, workers)
         self.template = template
+        self.parser = parser or parse_verdict  # another rubric (yapo_interp.behaviour) brings its own
         self.sleep = sleep
         self.name = f"openai:{model}"
         self.requests_made = 0
@@ -568,7 +572,7 @@ class OpenAIJudge(Judge):
             attempts += 1
             try:
                 raw = self._post(prompt, timeout=min(self.timeout, remaining))
-                scores = parse_verdict(raw)
+                scores = self.parser(raw)
             except _RetryableError as error:
                 error_message, unreachable = str(error), isinstance(error, _Unreachable)
                 continue
