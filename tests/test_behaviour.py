@@ -167,3 +167,41 @@ def test_cli_refuses_open_ended_without_a_judge_before_loading_the_model(tmp_pat
         main(["--behaviour", "power-seeking", "--tasks", "open", "--out", str(tmp_path)])
     with pytest.raises(UserError, match="unknown behaviour"):
         main(["--behaviour", "nope", "--out", str(tmp_path)])
+
+
+def test_train_cli_reads_a_behaviour_folder_formatted_as_bipo_with_bad_rows_reported(
+        model, tmp_path, monkeypatch, capsys):
+    import yapo_interp.models
+    import yapo_interp.train as train
+    from yapo_interp.steering import SteeringVector
+
+    folder = tmp_path / "planted"
+    folder.mkdir()
+    rows = "".join(f"Question {i}?,AAAA,BBBB\n" for i in range(12))
+    (folder / "train.csv").write_text("question,matching,not_matching\n,x,y\n" + rows)
+    seen = {}
+    original = train.train_steering_vector
+
+    def recording(model, train_pairs, eval_pairs, *args, **kwargs):
+        seen["train"], seen["eval"] = train_pairs, eval_pairs
+        return original(model, train_pairs, eval_pairs, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train_steering_vector", recording)
+    monkeypatch.setattr(yapo_interp.models, "load_model", lambda name, device="cpu": model)
+    out = tmp_path / "run"
+    code = train.main(["--method", "bipo", "--behaviour", str(folder), "--layer", "1",
+                       "--epochs", "1", "--batch-size", "4", "--validation-fraction", "0.25",
+                       "--out", str(out)])
+    assert code == 0
+    assert "skipped 1 malformed (rows 2 (empty question))" in capsys.readouterr().err
+    pair = seen["train"][0]
+    assert pair.prompt.startswith("[INST] <<SYS>>") and pair.prompt.endswith("? [/INST]")
+    assert (pair.chosen, pair.rejected) == (" AAAA", " BBBB")
+    assert seen["eval"] and len(seen["train"]) + len(seen["eval"]) == 12
+    assert not {p.prompt for p in seen["train"]} & {p.prompt for p in seen["eval"]}
+    meta = SteeringVector.load(out / "vector").metadata
+    assert (meta["behaviour"], meta["behaviour_template"], meta["skipped_rows"]) == (
+        "planted", "bipo", 1)
+    with pytest.raises(UserError, match="not both"):
+        train.main(["--method", "bipo", "--behaviour", str(folder), "--behaviour-csv",
+                    str(folder / "train.csv"), "--layer", "1", "--out", str(tmp_path / "x")])

@@ -41,6 +41,7 @@ state, step; written atomically each epoch) and ``run.json`` (settings and versi
 the same command resumes from the checkpoint; the same seed gives the same vector.
 
     python -m yapo_interp.train --method yapo --country egypt --setting localized
+    python -m yapo_interp.train --method bipo --behaviour power-seeking --epochs 5
     python -m yapo_interp.train --method bipo --behaviour-csv power_seeking.csv --epochs 5
 """
 
@@ -456,7 +457,19 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data", type=Path, default=None,
                       help="cultural dataset file/folder (default: the shipped data)")
     data.add_argument("--behaviour-csv", type=Path, default=None,
-                      help="train on a behaviour CSV (question,matching,not_matching) instead")
+                      help="train on a behaviour CSV (question,matching,not_matching) instead, "
+                           "texts used as written")
+    data.add_argument("--behaviour", default=None, metavar="NAME|FOLDER",
+                      help="train on a BiPO behaviour set instead: power-seeking, "
+                           "wealth-seeking, or a folder with train.csv, test.csv, "
+                           "test_infer.csv; its train.csv only, formatted as BiPO does "
+                           "(--behaviour-template); malformed rows skipped and reported")
+    data.add_argument("--behaviour-template", choices=("bipo", "chat", "completion", "raw"),
+                      default="bipo",
+                      help="prompt template of --behaviour (default bipo: Llama-2 [INST] and "
+                           "a leading space before each answer)")
+    data.add_argument("--strict-data", action="store_true",
+                      help="--behaviour: refuse a malformed row instead of skipping it")
     data.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
                       help="share of questions held out as test (by a hash of the question id; "
                            f"default {DEFAULT_TEST_FRACTION}); never trained or tuned on")
@@ -599,6 +612,36 @@ def behaviour_pairs(path: Path, *, test_fraction: float, seed: int
                          "country": None, "setting": None}
 
 
+def behaviour_set_pairs(behaviour: Any, *, template: str, tokenizer: Any,
+                        validation_fraction: float, seed: int
+                        ) -> tuple[list, list, dict[str, Any]]:
+    """Fitting and validation pairs of a BiPO behaviour set's ``train.csv`` (``behaviour`` from
+    :func:`yapo_interp.data.behaviour.load_behaviour`), formatted with ``template``. The
+    validation questions are chosen by a hash of the question text and ``seed``; ``test.csv`` and
+    ``test_infer.csv`` are left for ``python -m yapo_interp.behaviour``."""
+    from yapo_interp.data.behaviour import preference_pairs
+
+    def held_out(question: str) -> bool:
+        digest = hashlib.sha256(f"{seed}:{question}".encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < validation_fraction
+
+    fit = [pair for pair in behaviour.train if not held_out(pair.question)]
+    validation = [pair for pair in behaviour.train if held_out(pair.question)]
+    if not fit:
+        raise UserError(f"no training questions left in {behaviour.folder}/train.csv after the "
+                        f"validation split; lower --validation-fraction")
+    train_pairs = preference_pairs(fit, template=template, tokenizer=tokenizer)
+    eval_pairs = preference_pairs(validation, template=template, tokenizer=tokenizer)
+    report = behaviour.reports["train"]
+    info = {"behaviour": behaviour.name, "behaviour_folder": str(behaviour.folder),
+            "behaviour_template": template, "country": None, "setting": None,
+            "dataset_hash": pairs_hash(train_pairs + eval_pairs),
+            "skipped_rows": report.skipped,
+            "split": {"rule": "sha256(seed:question) < validation_fraction",
+                      "validation_fraction": validation_fraction, "seed": seed}}
+    return train_pairs, eval_pairs, info
+
+
 def config_from_args(args: argparse.Namespace, preset: Preset) -> TrainConfig:
     """The ``TrainConfig`` of a command line, the preset filling what the user left out."""
     flags = {name: not (args.plain or getattr(args, f"no_{name}"))
@@ -631,15 +674,23 @@ def main(argv: list[str] | None = None) -> int:
     check_run_args(args, layers=[layer])  # device, --out, layer range: before the model load
     if config.uses_sae and not args.sae:
         check_sae_available(preset.sae_for_layer(layer)[0], layer)
-    selection = None
-    if args.behaviour_csv is not None:  # before the model: fail fast on bad data
+    selection = behaviour = None
+    if args.behaviour is not None:  # before the model: fail fast on bad data
+        from yapo_interp.data.behaviour import load_behaviour
+
+        if args.behaviour_csv is not None:
+            raise UserError("give --behaviour or --behaviour-csv, not both")
+        behaviour = load_behaviour(args.behaviour, strict=args.strict_data, files=("train",))
+        print(f"[train] {behaviour.reports['train'].summary()}", file=sys.stderr)
+    elif args.behaviour_csv is not None:  # before the model: fail fast on bad data
         train_pairs, eval_pairs, data_info = behaviour_pairs(
             args.behaviour_csv, test_fraction=args.test_fraction, seed=args.split_seed)
         if args.max_pairs is not None:
             train_pairs = train_pairs[: args.max_pairs]
     elif not args.country:
         raise UserError("Say which country to train for (--country egypt), or give "
-                        "--behaviour-csv FILE.")
+                        "--behaviour power-seeking (a BiPO behaviour set) or --behaviour-csv "
+                        "FILE.")
     else:
         selection = DataSelection(
             country=args.country, setting=args.setting,
@@ -651,6 +702,12 @@ def main(argv: list[str] | None = None) -> int:
     name = model_name(args)
     model = load_model(name, device=args.device)
     check_layer(model, layer)
+    if behaviour is not None:
+        train_pairs, eval_pairs, data_info = behaviour_set_pairs(
+            behaviour, template=args.behaviour_template, tokenizer=model.tokenizer,
+            validation_fraction=args.validation_fraction, seed=args.split_seed)
+        if args.max_pairs is not None:
+            train_pairs = train_pairs[: args.max_pairs]
     if selection is not None:
         train_pairs = build_pairs(model, fit_items, selection)
         eval_pairs = build_pairs(model, validation_items, selection, progress=False)
@@ -663,8 +720,9 @@ def main(argv: list[str] | None = None) -> int:
         sae_info = {"release": release, "id": sae_id, "path": str(path) if path else None}
     out = args.out
     if out == DEFAULT_OUT:
-        label = data_info.get("country") or Path(str(data_info.get("behaviour_csv"))).stem
-        setting = data_info.get("setting") or "csv"
+        label = (data_info.get("country") or data_info.get("behaviour")
+                 or Path(str(data_info.get("behaviour_csv"))).stem)
+        setting = data_info.get("setting") or ("bipo-set" if behaviour is not None else "csv")
         out = Path("runs/train") / f"{args.method}-{label}-{setting}-L{layer}"
     schedule = training_schedule(config, len(train_pairs))
     print(f"[train] {args.method} on {name}, layer {layer}: {len(train_pairs)} training pairs, "
