@@ -457,6 +457,10 @@ def test_effect_codes_match_a_direct_computation_and_do_not_depend_on_batching(
             for key in (("bipo", direction), ("yapo", direction)):
                 torch.testing.assert_close(parts[key].effect, whole[key].effect)
                 assert parts[key].decoded_r2 == pytest.approx(whole[key].decoded_r2)
+                shift = whole[key].mean_shift.double()
+                unexplained = shift - whole[key].effect.double() @ sae.W_dec.double()
+                assert whole[key].mean_r2 == pytest.approx(
+                    1 - float(unexplained @ unexplained / (shift @ shift)), rel=1e-4)
                 # the shares add up to the decoded effect projected on the mean shift
                 shift = whole[key].mean_shift.double()
                 decoded = whole[key].effect.double() @ sae.W_dec.double()

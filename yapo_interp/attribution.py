@@ -22,7 +22,9 @@ out) and ``effect_codes`` measures, for each direction ``d``:
 * for YaPO, the gated code ``E_h[ReLU(Enc(h) + d·λ·v) − Enc(h)]``: what eq. 3 writes into the
   code before decoding (zero on a feature that the ReLU keeps off, whatever ``v`` says there);
 * the decoded share: per feature, ``(effect_f · W_dec[f]) · Δ / ‖Δ‖²`` with ``Δ = E_h[Φ(h) − h]``,
-  and overall the R² of ``Φ(h) − h`` by the decoded code change, token by token.
+  and overall the R² of ``Φ(h) − h`` by the decoded code change, on the means (``Δ`` by
+  ``effect @ W_dec``) and token by token (``Dec(Enc Φ(h)) − Dec(Enc h)``; this one goes below 0
+  when the SAE's reconstruction error moves more than the vector does).
 
 BiPO and YaPO are compared on these effect codes per direction (``compare_codes``: top features,
 Jaccard, cosines), and ``r2_by_k`` says how many features it takes to explain the mean shift ``Δ``.
@@ -483,7 +485,8 @@ class EffectCodes:
     gated: Float[torch.Tensor, "d_sae"] | None  # YaPO: E_h[ReLU(Enc(h) + d·λ·v) − Enc(h)]
     share: Float[torch.Tensor, "d_sae"]  # (effect_f · W_dec[f]) · Δ / ‖Δ‖², Δ = E_h[Φ(h) − h]
     mean_shift: Float[torch.Tensor, "d_model"]  # Δ
-    decoded_r2: float  # 1 − E‖(Φ(h)−h) − (Dec(Enc Φ(h)) − Dec(Enc h))‖² / E‖Φ(h)−h‖²
+    decoded_r2: float  # per token: 1 − E‖(Φ(h)−h) − (Dec(Enc Φ(h)) − Dec(Enc h))‖² / E‖Φ(h)−h‖²
+    mean_r2: float  # on the means: 1 − ‖Δ − effect @ W_dec‖² / ‖Δ‖²
     n_tokens: int
 
     def summary(self) -> dict[str, Any]:
@@ -491,6 +494,7 @@ class EffectCodes:
         active = self.effect.abs() > 0
         return {"method": self.method, "direction": self.direction, "strength": self.strength,
                 "n_tokens": self.n_tokens, "decoded_r2": self.decoded_r2,
+                "mean_r2": self.mean_r2,
                 "mean_shift_norm": float(self.mean_shift.norm()),
                 "features_changed": int(active.sum()),
                 "share_total": float(self.share.sum())}
@@ -566,6 +570,9 @@ def effect_codes(
         denominator = float(mean_shift @ mean_shift)
         share = (effect * (W_dec @ mean_shift) / denominator if denominator > 0
                  else torch.zeros_like(effect))
+        unexplained = mean_shift - effect @ W_dec
+        mean_r2 = (1.0 - float(unexplained @ unexplained) / denominator if denominator > 0
+                   else float("nan"))
         result[(method, direction)] = EffectCodes(
             method=method, direction=direction, strength=float(strength),
             effect=effect.float(), gated=(total["gated"] / n_tokens).float()
@@ -573,6 +580,7 @@ def effect_codes(
             share=share.float(), mean_shift=mean_shift.float(),
             decoded_r2=(1.0 - total["error_sq"] / total["shift_sq"] if total["shift_sq"] > 0
                         else float("nan")),
+            mean_r2=mean_r2,
             n_tokens=n_tokens)
     return result
 
@@ -1222,8 +1230,9 @@ def format_overlap(report: AttributionReport) -> str:
             header.append(
                 f"d = {direction:+d}: top-{compared.k} Jaccard {number(compared.jaccard)}, code "
                 f"cosine {number(compared.code_cosine)}, mean-shift cosine "
-                f"{number(_cosine(bipo.mean_shift, yapo.mean_shift))}; share of Φ(h) − h "
-                f"decoded from the code change: BiPO {number(bipo.decoded_r2)}, YaPO "
+                f"{number(_cosine(bipo.mean_shift, yapo.mean_shift))}; R² of Φ(h) − h by the "
+                f"decoded code change, on the means / per token: BiPO {number(bipo.mean_r2)} / "
+                f"{number(bipo.decoded_r2)}, YaPO {number(yapo.mean_r2)} / "
                 f"{number(yapo.decoded_r2)}; YaPO gated vs re-encoded cosine "
                 f"{number(_cosine(yapo.gated, yapo.effect))}")
             header.append(f"  shared {compared.shared}, only BiPO {compared.only_bipo}, "
