@@ -12,6 +12,7 @@ from yapo_interp.errors import UserError
 from yapo_interp.io import read_json, read_jsonl
 from yapo_interp.steering import SteeringVector
 from yapo_interp.testing import tiny_model, tiny_sae
+from yapo_interp import train as train_module
 from yapo_interp.train import TrainConfig, main, train_steering_vector
 
 LAYER = 1
@@ -336,3 +337,53 @@ def test_sae_dense_trains_and_every_step_logs_its_perturbation(tmp_path, model, 
     after_one = SteeringVector.load(tmp_path / "vectors" / "epoch_01").vector
     moved = after_one if method == "bipo" else after_one @ sae.W_dec
     assert steps[3]["perturbation"] == pytest.approx(float(moved.norm()), rel=1e-5)
+
+
+# ------------------------------------------------------------------ sparse YaPO (issue 14)
+
+
+def test_project_sparse_soft_thresholds_then_keeps_the_largest():
+    v = torch.tensor([3.0, -2.0, 0.5, -0.2, 1.0])
+    torch.testing.assert_close(train_module.project_sparse(v, threshold=0.5),
+                               torch.tensor([2.5, -1.5, 0.0, 0.0, 0.5]))
+    torch.testing.assert_close(train_module.project_sparse(v, max_features=2),
+                               torch.tensor([3.0, -2.0, 0.0, 0.0, 0.0]))
+    torch.testing.assert_close(train_module.project_sparse(v, threshold=1.5, max_features=9),
+                               torch.tensor([1.5, -0.5, 0.0, 0.0, 0.0]))
+
+
+def test_max_features_keeps_at_most_k_non_zero_entries(tmp_path, monkeypatch, model, sae):
+    csv = tmp_path / "behaviour.csv"
+    csv.write_text("question,matching,not_matching\n" + "".join(
+        f'"{p.prompt}","{p.chosen}","{p.rejected}"\n' for p in PAIRS + EVAL_PAIRS))
+    monkeypatch.setattr(models, "load_model", lambda name, device="cpu": model)
+    monkeypatch.setattr(models, "load_sae", lambda *args, **kwargs: sae)
+    monkeypatch.setattr(models, "shipped_sae_layers", lambda: [LAYER])  # as if shipped
+    out = tmp_path / "run"
+    assert main(["--method", "yapo", "--behaviour-csv", str(csv), "--layer", str(LAYER),
+                 "--epochs", "2", "--lr", "0.1", "--warmup-steps", "0", "--batch-size", "2",
+                 "--max-features", "5", "--out", str(out)]) == 0
+    vector = SteeringVector.load(out / "vector", model=model, sae=sae)
+    assert 0 < int((vector.vector != 0).sum()) <= 5
+    steps = [r for r in read_jsonl(out / "log.jsonl") if "train_loss" in r]
+    assert steps and all(0 < r["nonzero"] <= 5 for r in steps)
+    assert vector.metadata["settings"]["max_features"] == 5
+
+
+def test_l1_gives_fewer_non_zero_entries_than_none(model, sae):
+    counts = {}
+    for l1 in (0.0, 0.5):
+        config = TrainConfig(method="yapo", epochs=2, l1=l1, **FAST)
+        vector = train_steering_vector(model, PAIRS, [], config, sae=sae, progress=False)
+        counts[l1] = int((vector.vector != 0).sum())
+    assert counts[0.5] < counts[0.0]
+    assert counts[0.5] > 0  # the penalty thins v, it does not erase it
+
+
+def test_sparse_options_are_checked(model):
+    with pytest.raises(UserError, match="l1 must be 0 or more"):
+        TrainConfig(method="yapo", l1=-1.0)
+    with pytest.raises(UserError, match="max_features must be at least 1"):
+        TrainConfig(method="yapo", max_features=0)
+    with pytest.raises(UserError, match="bipo has none"):
+        TrainConfig(method="bipo", max_features=5)

@@ -16,6 +16,16 @@ authors' code does beyond appendix A: gradient clipping at 1.0, EOS appended to 
 global batch of 32 (here ``gradient_accumulation`` micro-batches of 4, one ``d`` drawn per
 micro-batch as each of their 8 data-parallel ranks draws its own).
 
+**Sparse YaPO** (issue 14, an option): AdamW leaves most of YaPO's ``d_sae`` entries non-zero with
+similar magnitudes, which no reader can attribute. ``l1`` adds the penalty ``l1·‖v‖₁`` as a
+proximal step: after each AdamW step every entry is shrunk towards zero by ``lr·l1`` and set to
+exactly zero when it would cross (soft thresholding), so ``l1`` is in units of an Adam step (an
+entry survives while its gradients push it by more than ``l1`` of the step); ``max_features = K``
+then keeps the ``K`` entries of largest ``|v|`` and zeroes the rest (a projection onto K-sparse
+vectors), so the vector uses at most ``K`` features throughout training (``project_sparse``). Both
+apply to the methods whose ``v`` lives in SAE code space (yapo, sae-dense); the step log records the
+number of non-zero entries.
+
 The data split is by question (``yapo_interp.data.pairs``): test questions never reach training;
 the eval loss is measured on a *validation* split carved from the training questions. The
 vector's metadata records every question it was fitted or validated on, and ``evaluate``
@@ -32,7 +42,8 @@ space, ``Enc(h_t)`` instead of ``h_t``. Both are one pass over the data; they ar
 and eq. 3 like BiPO and YaPO.
 
 Outputs in ``--out``: ``log.jsonl`` (one record per step: ``step, epoch, train_loss, direction,
-lr, grad_norm, perturbation`` — ``perturbation`` is ``‖Φ(h) − h‖`` averaged over the minibatch's
+lr, grad_norm, perturbation, nonzero`` — ``nonzero`` counts v's non-zero entries after the step,
+``perturbation`` is ``‖Φ(h) − h‖`` averaged over the minibatch's
 tokens with the ``v`` the step's loss used, from the cached activations; eval records: ``step,
 epoch, eval_loss, eval_loss_plus, eval_loss_minus`` — eval loss is the
 objective's expectation over ``d = ±1`` on held-out pairs), ``vectors/epoch_XX`` (a vector after
@@ -61,6 +72,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from jaxtyping import Float
 
 from yapo_interp.cli import (add_common_args, check_run_args, check_sae_available, model_name,
                              preset_from_args, run_cli, set_seed)
@@ -120,6 +132,8 @@ class TrainConfig:
     batch_chosen_rejected: bool = True
     share_prompt: bool = True
     forward_batch_size: int = 8  # sequences per forward when caching activations / CAA / SAS
+    l1: float = 0.0  # proximal L1 on v after each step (soft threshold lr·l1); 0 = off
+    max_features: int | None = None  # keep the K largest |v| after each step; None = off
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -137,6 +151,13 @@ class TrainConfig:
             raise UserError(f"warmup_ratio must be between 0 and 1, got {self.warmup_ratio}.")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise UserError(f"max_grad_norm must be positive, got {self.max_grad_norm}.")
+        if not (math.isfinite(self.l1) and self.l1 >= 0):
+            raise UserError(f"l1 must be 0 or more, got {self.l1}.")
+        if self.max_features is not None and self.max_features < 1:
+            raise UserError(f"max_features must be at least 1, got {self.max_features}.")
+        if (self.l1 or self.max_features is not None) and self.method not in ("yapo", "sae-dense"):
+            raise UserError(f"--l1 and --max-features make an SAE-space v sparse (yapo, sae-dense);"
+                            f" {self.method} has none.")
         self.fast_path()  # validates the flag combination
 
     def fast_path(self) -> FastPath:
@@ -282,6 +303,21 @@ def _load_checkpoint(out_dir: Path | None, identity: dict[str, Any]) -> dict[str
     return checkpoint
 
 
+def project_sparse(
+    v: Float[torch.Tensor, "d_sae"], *, threshold: float = 0.0, max_features: int | None = None
+) -> Float[torch.Tensor, "d_sae"]:
+    """Soft-threshold ``v`` by ``threshold`` (the proximal step of an L1 penalty), then keep its
+    ``max_features`` entries of largest magnitude (ties: the lower index), zeroing the rest."""
+    v = v.detach()
+    if threshold > 0:
+        v = torch.sign(v) * (v.abs() - threshold).clamp_min(0.0)
+    if max_features is not None and max_features < v.numel():
+        keep = torch.zeros_like(v, dtype=torch.bool)
+        keep[v.abs().topk(max_features, sorted=False).indices] = True
+        v = torch.where(keep, v, torch.zeros_like(v))
+    return v
+
+
 def train_steering_vector(
     model: HookedTransformer,
     pairs: Sequence[PreferencePair],
@@ -343,7 +379,11 @@ def train_steering_vector(
     scheduler = get_cosine_schedule_with_warmup(optimizer, schedule.warmup_steps, total_steps)
     generator = torch.Generator().manual_seed(config.seed)
     start_epoch, step = 0, 0
-    identity = {"config": asdict(config), "train": pairs_hash(pairs),
+    settings = asdict(config)
+    for name, default in (("l1", 0.0), ("max_features", None)):  # later options, off: runs
+        if settings[name] == default:  # started before them still resume
+            del settings[name]
+    identity = {"config": settings, "train": pairs_hash(pairs),
                 "eval": pairs_hash(eval_pairs), "layer": layer, "width": width}
     checkpoint = _load_checkpoint(out, identity)
     if checkpoint is not None:  # resume: restore everything the next epoch depends on
@@ -402,6 +442,10 @@ def train_steering_vector(
                 if config.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_([v], config.max_grad_norm)
                 optimizer.step()
+                if config.l1 or config.max_features is not None:
+                    with torch.no_grad():
+                        v.copy_(project_sparse(v, threshold=lr * config.l1,
+                                               max_features=config.max_features))
                 scheduler.step()
                 step += 1
                 bar.update(1)
@@ -412,7 +456,8 @@ def train_steering_vector(
                                              "direction": directions[0] if len(directions) == 1
                                              else directions,
                                              "lr": lr, "grad_norm": grad_norm,
-                                             "perturbation": perturbation})
+                                             "perturbation": perturbation,
+                                             "nonzero": int((v != 0).sum())})
                 if config.eval_every and step % config.eval_every == 0:
                     log_eval(epoch)
             if not config.eval_every:
@@ -512,6 +557,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"AdamW weight decay (default: {defaults.weight_decay})")
     training.add_argument("--eval-every", type=int, default=defaults.eval_every,
                           help="eval loss every N steps (default 0: after every epoch)")
+    training.add_argument("--l1", type=float, default=defaults.l1,
+                          help="sparse YaPO: L1 penalty on v as a soft threshold of lr·L1 after "
+                               "each step (default 0: off)")
+    training.add_argument("--max-features", type=int, default=None, metavar="K",
+                          help="sparse YaPO: keep only the K largest |v| entries after each step")
     training.add_argument("--threads", type=int, default=0,
                           help="torch CPU threads (default 0: torch's choice); on a CPU shared "
                                "with other jobs, 1 is often several times faster")
@@ -656,7 +706,7 @@ def config_from_args(args: argparse.Namespace, preset: Preset) -> TrainConfig:
         else preset.max_grad_norm,
         gradient_accumulation=args.gradient_accumulation or preset.gradient_accumulation,
         append_eos=preset.append_eos, weight_decay=args.weight_decay, seed=args.seed,
-        eval_every=args.eval_every, **flags)
+        eval_every=args.eval_every, l1=args.l1, max_features=args.max_features, **flags)
 
 
 def main(argv: list[str] | None = None) -> int:
