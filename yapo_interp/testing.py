@@ -86,3 +86,12 @@ def tiny_sae(model, layer: int = 1, d_sae: int = 64, seed: int = 0, architecture
     for parameter in sae.parameters():
         parameter.requires_grad_(False)
     return sae
+
+
+def tiny_sweep_setup(layer: int | None = None):
+    """``(model, sae, sae_info)`` for ``python -m yapo_interp.sweep --model-factory
+    yapo_interp.testing:tiny_sweep_setup``: the tiny model and SAE (layer 1 by default), built
+    the same in every Ray worker (fixed seeds)."""
+    layer = 1 if layer is None else layer
+    model = tiny_model()
+    return model, tiny_sae(model, layer=layer), {"release": "tiny", "id": None, "path": None}

@@ -1,0 +1,173 @@
+"""The sweep on Ray: a 2×2 grid on the tiny model in a local Ray instance, finished trials
+skipped on a rerun, a raising trial reported while the others finish, the tidy table; and the
+lr / λ selection on planted tables (validation only)."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from yapo_interp.errors import UserError
+from yapo_interp.data import CulturalItem, Option, is_test_question, is_validation_question
+from yapo_interp.sweep import (MEAN_METHODS, ModelSetup, SweepGrid, TrialSpec, main, run_sweep,
+                               select_settings)
+
+COUNTRIES = ("usa", "uk", "australia")
+SETUP = ModelSetup(factory="yapo_interp.testing:tiny_sweep_setup")
+
+
+def tiny_items(n_questions=14):
+    """Short English questions (the tiny model has a 256-character context)."""
+    items = []
+    topics = ("breakfast", "lunch", "dinner", "snacks", "desserts", "fruits", "sports")
+    for number in range(n_questions):
+        topic = topics[number % len(topics)]
+        question_id = f"english-{topic}-{number:02d}"
+        texts = {"usa": f"pie {number}", "uk": f"tea {number}", "australia": f"avo {number}",
+                 "western": f"bread {number}"}
+        options = tuple(Option(country, texts[country]) for country in (*COUNTRIES, "western"))
+        for index, country in enumerate(COUNTRIES):
+            items.append(CulturalItem(
+                id=f"{question_id}-{country}", question_id=question_id, language="english",
+                country=country, topic=topic, localized_prompt=f"In {country}, dish {number}?",
+                nonlocalized_prompt=f"At home, dish {number}?", options=options, answer=index,
+                reference_answer=texts[country]))
+    return items
+
+
+def write_items(path, items):
+    with path.open("w") as handle:
+        for item in items:
+            handle.write(json.dumps({
+                "id": item.id, "question_id": item.question_id, "language": item.language,
+                "country": item.country, "topic": item.topic,
+                "localized_prompt": item.localized_prompt,
+                "nonlocalized_prompt": item.nonlocalized_prompt,
+                "options": [{"country": o.country, "text": o.text} for o in item.options],
+                "answer": item.answer, "reference_answer": item.reference_answer}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One lean local Ray instance for the module."""
+    import ray  # a dev dependency (pyproject: dev and sweep extras)
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    items = tiny_items()
+    ids = {item.question_id for item in items}
+    # the split gives this country fitting, validation and test questions
+    assert any(is_test_question(q) for q in ids) and any(is_validation_question(q) for q in ids)
+    return write_items(tmp_path_factory.mktemp("data") / "english.jsonl", items)
+
+
+def grid(data_file, **changes):
+    shared = dict(epochs=2, batch_size=2, warmup_steps=0, beta=1.0, multipliers=(0.5, 1.0),
+                  rejected="western", data=str(data_file))
+    values = dict(methods=("bipo", "sae-dense"), countries=("usa",), settings=("localized",),
+                  lrs=(0.05, 0.5), seeds=(0,), shared=shared)
+    return SweepGrid(**{**values, **changes})
+
+
+def test_sweep_runs_a_grid_skips_finished_trials_and_survives_a_failing_one(
+        tmp_path, ray_session, data_file):
+    out = tmp_path / "sweep"
+    first = run_sweep(grid(data_file), out, setup=SETUP, progress=False, min_seeds=1)
+    assert (first.ran, first.skipped, first.failed) == (4, 0, [])
+    table = pd.read_parquet(out / "results.parquet")
+    assert len(pd.read_csv(out / "results.csv")) == len(table) == len(first.table)
+    assert table["trial"].nunique() == 4
+    assert set(zip(table["method"], table["lr"])) == {
+        (method, lr) for method in ("bipo", "sae-dense") for lr in (0.05, 0.5)}
+    assert set(table["split"]) == {"validation", "test"}
+    assert set(table["multiplier"]) == {0.5, 1.0}
+    assert set(table["eval_setting"]) == {"localized", "nonlocalized", "both"}
+    for column in ("epochs", "batch_size", "seed", "country", "setting", "rejected", "data",
+                   "accuracy", "p_correct", "margin", "final_eval_loss", "steps",
+                   "final_perturbation", "steps_to_threshold"):
+        assert table[column].notna().all(), column
+    assert (table["steps"] > 0).all() and (table["final_perturbation"] > 0).all()
+    # the test split's instances are test questions, the validation ones are not
+    instances = pd.read_parquet(out / "instances.parquet")
+    for split, group in instances.groupby("split"):
+        assert {is_test_question(q) for q in group["question_id"]} == {split == "test"}
+    curves = pd.read_parquet(out / "curves.parquet")
+    assert {"train_loss", "eval_loss", "perturbation"} <= set(curves)
+    # selection: the lr of lowest mean validation loss, per method, saved
+    saved = json.loads((out / "selection.json").read_text())
+    for method in ("bipo", "sae-dense"):
+        trials = table[table["method"] == method].drop_duplicates("trial")
+        best = trials.loc[trials["final_eval_loss"].idxmin(), "lr"]
+        assert saved["methods"][method]["lr"] == best
+        assert saved["methods"][method]["multiplier"] in (0.5, 1.0)
+
+    markers = {path: path.stat().st_mtime_ns for path in out.glob("trials/*/result.json")}
+    assert len(markers) == 4
+    second = run_sweep(grid(data_file), out, setup=SETUP, progress=False, min_seeds=1)
+    assert (second.ran, second.skipped, second.failed) == (0, 4, [])
+    assert {path: path.stat().st_mtime_ns for path in markers} == markers
+    pd.testing.assert_frame_equal(second.table, first.table)
+
+    # a country the data lacks: its trial raises; the new usa trial still finishes
+    third = run_sweep(grid(data_file, methods=("bipo",), lrs=(0.05,), seeds=(1,),
+                           countries=("usa", "egypt")), out, setup=SETUP, progress=False,
+                      min_seeds=1)
+    assert (third.ran, third.skipped, len(third.failed)) == (1, 0, 1)
+    failure = third.failed[0]
+    assert failure["country"] == "egypt" and "UserError" in failure["error"]
+    failed_dir = out / "trials" / failure["name"]
+    assert (failed_dir / "error.txt").is_file() and not (failed_dir / "result.json").exists()
+    assert set(third.table["country"]) == {"usa"} and set(third.table["seed"]) == {1}
+    assert pd.read_csv(out / "failures.csv")["country"].tolist() == ["egypt"]
+
+
+def test_cli_quick_flags_and_checks(tmp_path):
+    with pytest.raises(UserError, match="--epochs must be at least 1"):
+        main(["--epochs", "0", "--out", str(tmp_path)])
+    with pytest.raises(UserError, match="unknown method 'dpo'"):
+        SweepGrid(methods=("dpo",))
+    trials = SweepGrid(methods=("bipo", "caa"), lrs=(0.1, 1.0), seeds=(0, 1)).trials()
+    assert sum(t.method == "caa" for t in trials) == 1 and len(trials) == 5  # no lr, no seed
+    assert len({t.name for t in trials}) == 5
+    assert TrialSpec("bipo", "egypt", "localized", 0.1, 0).name != TrialSpec(
+        "bipo", "egypt", "localized", 0.1, 0, epochs=3).name  # every setting in the name hash
+
+
+def planted_table():
+    """Two methods × two lrs × three seeds; validation and test rows at two λ. The test rows
+    favour the other λ, so a selection that read them would pick it."""
+    rows = []
+    for method, best_lr in (("bipo", 0.1), ("sae-dense", 1.0)):
+        for lr in (0.1, 1.0):
+            for seed in (0, 1, 2):
+                loss = (0.2 if lr == best_lr else 0.5) + 0.01 * seed
+                for split in ("validation", "test"):
+                    for multiplier in (1.0, 2.0):
+                        good = (multiplier == 2.0) == (split == "validation")
+                        rows.append({"trial": f"{method}-{lr}-{seed}", "method": method,
+                                     "lr": lr, "seed": seed, "setting": "localized",
+                                     "eval_setting": "localized", "split": split,
+                                     "multiplier": multiplier, "final_eval_loss": loss,
+                                     "margin": 1.0 if good else -1.0,
+                                     "p_correct": 0.5, "accuracy": 0.5})
+    return pd.DataFrame(rows)
+
+
+def test_selection_uses_validation_loss_for_lr_and_validation_metric_for_lambda():
+    selection = select_settings(planted_table(), metric="margin", min_seeds=3)
+    assert selection["methods"]["bipo"]["lr"] == 0.1
+    assert selection["methods"]["sae-dense"]["lr"] == 1.0
+    for chosen in selection["methods"].values():
+        assert chosen["multiplier"] == 2.0 and chosen["n_seeds"] == 3 and "note" not in chosen
+        assert chosen["validation_loss"] == pytest.approx(0.21)
+    few = select_settings(planted_table()[lambda t: t["seed"] == 0], min_seeds=3)
+    assert "only 1 seed" in few["methods"]["bipo"]["note"]
+    assert MEAN_METHODS == ("caa", "sas") and not math.isnan(
+        selection["methods"]["bipo"]["validation_margin"])
