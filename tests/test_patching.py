@@ -184,3 +184,41 @@ def test_cli_rejects_repeated_and_out_of_range_layers_before_loading_the_model(t
         patching.main(["--batch-pairs", "0"] + common)
     with pytest.raises(UserError, match="more than once"):  # the library refuses them too
         run_patching(None, [], PatchingConfig(layers=(1, 1)))
+
+
+# ------------------------------------------------------------------ first-token readout (issue 14)
+
+
+def test_first_token_readout_is_a_softmax_of_first_token_logprobs(model):
+    pair = PatchingPair(pair_id="q1", country="egypt", language="arabic",
+                        localized_prompt="I am from Egypt. Tea?", nonlocalized_prompt="Tea, ya basha?",
+                        options=("shai bel naana", "atay", "tea"),
+                        option_labels=("egypt", "morocco", "western"))
+    records = score_pairs(model, [pair], layers=[0, 2], site="resid_post")
+    prompt_tokens = model.to_tokens(pair.nonlocalized_prompt)
+    with torch.no_grad():
+        logits = model(prompt_tokens)[0, -1].log_softmax(-1)
+    first_ids = [model.to_single_token(option[0]) for option in pair.options]
+    expected = logits[first_ids].softmax(-1)
+    for record in records:
+        assert record["p_country_first_clean"] == pytest.approx(expected[0].item(), abs=1e-5)
+        assert record["p_western_first_clean"] == pytest.approx(expected[2].item(), abs=1e-5)
+    # a patch at the last layer's output of the last prompt position replaces exactly the
+    # residual that predicts the first token: the readout equals the localized run's
+    last = score_pairs(model, [pair], layers=[model.cfg.n_layers - 1], site="resid_post")[0]
+    assert last["p_country_first"] == pytest.approx(last["p_country_first_localized"], abs=1e-5)
+    assert last["p_western_first"] == pytest.approx(last["p_western_first_localized"], abs=1e-5)
+    assert last["p_country_first"] != pytest.approx(last["p_country_first_clean"], abs=1e-4)
+
+
+def test_summarise_adds_the_first_token_effect_when_present():
+    rows = [dict(country="egypt", site="resid_post", layer=0, pair_id="q0", p_country=0.2,
+                 p_western=0.5, p_country_clean=0.2, p_western_clean=0.5,
+                 p_country_localized=0.6, p_western_localized=0.3, p_country_first=0.7,
+                 p_western_first=0.1, p_country_first_clean=0.3, p_western_first_clean=0.3,
+                 p_country_first_localized=0.8, p_western_first_localized=0.1)]
+    summary = summarise(pd.DataFrame(rows))
+    assert summary.effect.iloc[0] == pytest.approx(0.0)
+    assert summary.effect_first.iloc[0] == pytest.approx(0.6)
+    assert "effect_first" not in summarise(pd.DataFrame(rows).drop(columns=[
+        c for c in rows[0] if "_first" in c]))

@@ -21,6 +21,12 @@ options' mean token log-probs (``--score mean``, length-normalised; ``sum`` is a
 ``p_country`` and ``p_western`` — the probability, among the question's options, of the asking
 country's answer and of the Western one.
 
+Beside this option-level score, the *first-token readout* (issue 14) scores each option by the
+log-probability of its first token alone, predicted at the last prompt position, again as a softmax
+over the options (``p_country_first``, ``p_western_first``, ``effect_first``). A single-position
+patch at a late layer reaches that prediction directly, while later option tokens also attend to
+unpatched positions; options that share their first token tie on this readout.
+
 Layer rule: for each layer ``j`` the *localization effect* is the mean over pairs of
 ``(p_country - p_western)`` after patching minus the same quantity in the clean non-localized run.
 The chosen layer maximises the effect averaged over the requested countries (ties: earliest layer).
@@ -120,6 +126,19 @@ def response_logprobs_from_residual(
     return sum_per_row(token_logprobs, rows, tokens.shape[0])
 
 
+def first_token_logprobs_from_residual(
+    model,
+    final_residual: Float[Tensor, "batch pos d_model"],
+    tokens: Int[Tensor, "batch pos"],
+    last_prompt_position: Int[Tensor, "batch"],
+    unembedding: Float[Tensor, "d_vocab d_model"] | None = None,
+) -> Float[Tensor, "batch"]:
+    """Log-prob of each row's first response token, predicted at its last prompt position."""
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
+    return unembed_logprobs(model, final_residual[rows, last_prompt_position],
+                            tokens[rows, last_prompt_position + 1], unembedding)
+
+
 # --------------------------------------------------------------------------------------------
 # Patching core (pure tensor functions)
 # --------------------------------------------------------------------------------------------
@@ -180,6 +199,10 @@ class PatchingScores:
     localized: Float[Tensor, "batch"]
     patched: Float[Tensor, "layer batch"]
     layers: list[int]
+    # the same for the first response token alone (first-token readout)
+    clean_first: Float[Tensor, "batch"] | None = None
+    localized_first: Float[Tensor, "batch"] | None = None
+    patched_first: Float[Tensor, "layer batch"] | None = None
 
 
 def patch_last_token_scores(
@@ -209,7 +232,14 @@ def patch_last_token_scores(
             model, source_final, localized.tokens, localized.response_mask, unembedding)
         scores_clean = response_logprobs_from_residual(
             model, target_final, nonlocalized.tokens, nonlocalized.response_mask, unembedding)
-        patched = []
+
+        def first(final, batch):
+            return first_token_logprobs_from_residual(model, final, batch.tokens,
+                                                      batch.last_prompt_position, unembedding)
+
+        localized_first, clean_first = first(source_final, localized), first(target_final,
+                                                                              nonlocalized)
+        patched, patched_first = [], []
         for layer in layers:
             values = source_cache[site_hook_name(layer, site)][rows, localized.last_prompt_position]
             mask, source = last_token_patch(*nonlocalized.tokens.shape,
@@ -219,7 +249,9 @@ def patch_last_token_scores(
                 source=source, resid_pre=target_cache[f"blocks.{layer}.hook_resid_pre"])
             patched.append(response_logprobs_from_residual(
                 model, final, nonlocalized.tokens, nonlocalized.response_mask, unembedding))
-    return PatchingScores(scores_clean, scores_localized, torch.stack(patched), list(layers))
+            patched_first.append(first(final, nonlocalized))
+    return PatchingScores(scores_clean, scores_localized, torch.stack(patched), list(layers),
+                          clean_first, localized_first, torch.stack(patched_first))
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,8 +355,12 @@ def score_pairs(model, pairs: Sequence[PatchingPair], layers: Sequence[int], sit
         start += len(pair.options)
         clean = (scores.clean[span] / divisor[span]).softmax(-1)
         localized = (scores.localized[span] / divisor[span]).softmax(-1)
-        for layer, layer_scores in zip(layers, scores.patched[:, span]):
+        clean_first = scores.clean_first[span].softmax(-1)
+        localized_first = scores.localized_first[span].softmax(-1)
+        for layer, layer_scores, layer_first in zip(layers, scores.patched[:, span],
+                                                    scores.patched_first[:, span]):
             probs = (layer_scores / divisor[span]).softmax(-1)
+            first = layer_first.softmax(-1)
             records.append({
                 "country": pair.country, "language": pair.language, "pair_id": pair.pair_id,
                 "layer": layer, "site": site,
@@ -336,6 +372,12 @@ def score_pairs(model, pairs: Sequence[PatchingPair], layers: Sequence[int], sit
                 "p_western_clean": clean[pair.western_index].item(),
                 "p_country_localized": localized[pair.country_index].item(),
                 "p_western_localized": localized[pair.western_index].item(),
+                "p_country_first": first[pair.country_index].item(),
+                "p_western_first": first[pair.western_index].item(),
+                "p_country_first_clean": clean_first[pair.country_index].item(),
+                "p_western_first_clean": clean_first[pair.western_index].item(),
+                "p_country_first_localized": localized_first[pair.country_index].item(),
+                "p_western_first_localized": localized_first[pair.western_index].item(),
                 "n_options": len(pair.options),
             })
     return records
@@ -343,10 +385,21 @@ def score_pairs(model, pairs: Sequence[PatchingPair], layers: Sequence[int], sit
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Per country and layer: mean probabilities, a 95% normal band over pairs, and the
-    localization effect ``(p_country - p_western) - (clean p_country - clean p_western)``."""
+    localization effect ``(p_country - p_western) - (clean p_country - clean p_western)``; with
+    the first-token columns, the same on the first-token readout (``effect_first``)."""
     table = table.assign(
         effect=(table.p_country - table.p_western)
         - (table.p_country_clean - table.p_western_clean))
+    has_first = "p_country_first" in table
+    if has_first:
+        table = table.assign(effect_first=(table.p_country_first - table.p_western_first)
+                             - (table.p_country_first_clean - table.p_western_first_clean))
+    first_columns = dict(
+        p_country_first=("p_country_first", "mean"), p_western_first=("p_western_first", "mean"),
+        p_country_first_clean=("p_country_first_clean", "mean"),
+        p_western_first_clean=("p_western_first_clean", "mean"),
+        effect_first=("effect_first", "mean"), effect_first_sd=("effect_first", "std"),
+    ) if has_first else {}
     grouped = table.groupby(["country", "site", "layer"])
     summary = grouped.agg(
         n_pairs=("pair_id", "nunique"),
@@ -355,9 +408,9 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
         p_country_clean=("p_country_clean", "mean"), p_western_clean=("p_western_clean", "mean"),
         p_country_localized=("p_country_localized", "mean"),
         p_western_localized=("p_western_localized", "mean"),
-        effect=("effect", "mean"), effect_sd=("effect", "std"),
+        effect=("effect", "mean"), effect_sd=("effect", "std"), **first_columns,
     ).reset_index()
-    for name in ("p_country", "p_western", "effect"):
+    for name in ("p_country", "p_western", "effect") + (("effect_first",) if has_first else ()):
         half_width = 1.96 * summary[f"{name}_sd"].fillna(0) / np.sqrt(summary.n_pairs)
         summary[f"{name}_low"] = summary[name] - half_width
         summary[f"{name}_high"] = summary[name] + half_width
@@ -529,6 +582,10 @@ def save_patching(result: PatchingResult, config: PatchingConfig, layers: list[i
         "rule": "argmax over layers of the mean (over countries and pairs) of "
                 "(p_country - p_western) patched minus the same in the clean non-localized run",
         "effect_by_layer": {int(layer): float(value) for layer, value in effect.items()},
+        **({"effect_first_by_layer": {
+            int(layer): float(value)
+            for layer, value in result.summary.groupby("layer")["effect_first"].mean().items()}}
+           if "effect_first" in result.summary else {}),
         "nearest_shipped_sae_layer": nearest,
         "localization_gain": localization_gain(result.summary),
         **run_info(asdict(config) | {"layers": layers}),
@@ -587,6 +644,10 @@ def main(argv: list[str] | None = None) -> int:
     effect = result.summary.groupby("layer")["effect"].mean()
     print(f"chosen layer: {result.chosen_layer} "
           f"(localization effect {effect[result.chosen_layer]:+.3f}; rule in chosen_layer.json)")
+    if "effect_first" in result.summary:
+        first = result.summary.groupby("layer")["effect_first"].mean()
+        print(f"first-token readout: effect {first[result.chosen_layer]:+.3f} at layer "
+              f"{result.chosen_layer}, largest {first.max():+.3f} at layer {int(first.idxmax())}")
     gain = localization_gain(result.summary)
     if gain <= max(0.01, 2 * float(effect.abs().max())):
         print(f"note: the localized prompt itself moves (p_country - p_western) by only {gain:+.3f} "
