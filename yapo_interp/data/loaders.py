@@ -480,7 +480,8 @@ def load_behaviour_csv(path: str | Path) -> list[PreferencePair]:
         for role, value in values.items():
             if _is_missing(value) or not str(value).strip():
                 raise DatasetError(f"{path}:{position}: {role!r} is empty; fill it or remove "
-                                   f"the row")
+                                   f"the row, or read BiPO's whole folder with --behaviour "
+                                   f"(load_behaviour), which skips and reports such rows")
         if values["matching"] == values["not_matching"]:
             raise DatasetError(f"{path}:{position}: matching and not_matching are the same")
         pairs.append(PreferencePair(prompt=str(values["question"]),
