@@ -10,8 +10,8 @@ import pytest
 
 from yapo_interp.errors import UserError
 from yapo_interp.data import CulturalItem, Option, is_test_question, is_validation_question
-from yapo_interp.sweep import (MEAN_METHODS, ModelSetup, SweepGrid, TrialSpec, main, run_sweep,
-                               select_settings)
+from yapo_interp.sweep import (MEAN_METHODS, ModelSetup, SweepGrid, TrialSpec, main,
+                               method_differences, run_sweep, select_settings)
 
 COUNTRIES = ("usa", "uk", "australia")
 SETUP = ModelSetup(factory="yapo_interp.testing:tiny_sweep_setup")
@@ -108,6 +108,11 @@ def test_sweep_runs_a_grid_skips_finished_trials_and_survives_a_failing_one(
         assert saved["methods"][method]["lr"] == best
         assert saved["methods"][method]["multiplier"] in (0.5, 1.0)
 
+    differences = pd.read_csv(out / "differences.csv")
+    assert {"bipo", "sae-dense"} == set(differences["method_a"]) | set(differences["method_b"])
+    assert set(differences["metric"]) == {"margin", "p_correct", "accuracy"}
+    assert (differences["ci_low"] <= differences["ci_high"]).all()
+
     markers = {path: path.stat().st_mtime_ns for path in out.glob("trials/*/result.json")}
     assert len(markers) == 4
     second = run_sweep(grid(data_file), out, setup=SETUP, progress=False, min_seeds=1)
@@ -171,3 +176,39 @@ def test_selection_uses_validation_loss_for_lr_and_validation_metric_for_lambda(
     assert "only 1 seed" in few["methods"]["bipo"]["note"]
     assert MEAN_METHODS == ("caa", "sas") and not math.isnan(
         selection["methods"]["bipo"]["validation_margin"])
+
+
+def test_method_differences_at_the_selected_settings_on_test_only():
+    """Planted instances: at its selected (lr, λ) method A's margin is B's + 0.3 on every test
+    instance (two seeds averaged); other lrs, λs and the validation split carry decoys."""
+    rows = []
+    for method, lr in (("bipo", 0.1), ("sae-dense", 1.0)):
+        for other_lr in (0.1, 1.0):
+            for multiplier in (1.0, 2.0):
+                for split in ("validation", "test"):
+                    for seed in (0, 1):
+                        for number in range(6):
+                            for form in ("localized", "nonlocalized"):
+                                selected = (other_lr, multiplier, split) == (lr, 2.0, "test")
+                                base = 0.1 * number + (0.05 if form == "localized" else 0.0)
+                                margin = base + (0.3 if method == "sae-dense" else 0.0) + (
+                                    0.01 * (seed - 0.5))
+                                rows.append({
+                                    "split": split, "method": method, "lr": other_lr,
+                                    "multiplier": multiplier, "seed": seed, "country": "usa",
+                                    "setting": "localized", "item_id": f"q{number}-usa",
+                                    "question_id": f"q{number}", "form": form,
+                                    "margin": margin if selected else 9.0,
+                                    "p_correct": 0.5, "score": 1.0 if selected else 0.0})
+    selection = {"methods": {"bipo": {"lr": 0.1, "multiplier": 2.0},
+                             "sae-dense": {"lr": 1.0, "multiplier": 2.0}}}
+    differences = method_differences(pd.DataFrame(rows), selection, n_resamples=300)
+    margin = differences[(differences["metric"] == "margin")
+                         & (differences["country"] == "usa")].iloc[0]
+    assert (margin["method_a"], margin["method_b"]) == ("bipo", "sae-dense")
+    assert margin["difference"] == pytest.approx(-0.3)
+    assert margin["ci_low"] == pytest.approx(-0.3) and margin["ci_high"] == pytest.approx(-0.3)
+    assert (margin["n_questions"], margin["n_instances"]) == (6, 12)
+    accuracy = differences[differences["metric"] == "accuracy"]
+    assert (accuracy["difference"] == 0).all()  # decoy rows (score 0) were not used
+    assert set(differences["country"]) == {"usa", "all"}

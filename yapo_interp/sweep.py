@@ -29,13 +29,16 @@ have no learning rate or seed: they get one trial per (country, setting).
   with every setting of the trial; ``instances.parquet`` — all instance rows (for paired
   differences, ``evaluate.paired_differences``); ``curves.parquet`` — every log record of every
   trial (loss, validation loss, perturbation against step); ``failures.csv``.
+* ``differences.csv`` — every method-minus-method difference of margin, p_correct and
+  accuracy on the test questions, each method at its selected lr and λ (averaged over seeds per
+  instance), with a paired bootstrap CI over questions (``method_differences``).
 * ``convergence.csv`` — steps until the validation loss first reaches ``--loss-threshold``,
   median over seeds with a bootstrap CI (``metrics.steps_to_threshold_ci``), per method, lr,
   country and setting.
 * ``selection.json`` — per method, the lr with the lowest mean final validation loss over seeds
   (and countries, settings; at least ``--min-seeds`` seeds, else flagged), then the λ with the
-  highest mean validation ``--select-metric`` at that lr. ``python -m yapo_interp.study`` and
-  ``train --lr`` can take the values from there.
+  highest mean validation ``--select-metric`` at that lr: the values a study (``train --lr``,
+  ``evaluate --multipliers``) should use.
 
 **Running it.** Trials are Ray tasks (``ray.remote``, one CPU each; torch uses ``--threads``
 threads per trial, default 1) on a local Ray instance with ``--workers`` CPUs (default: all), or
@@ -258,7 +261,7 @@ def run_trial(spec: TrialSpec, setup: ModelSetup, trial_dir: str | Path, *,
 
     from yapo_interp import data
     from yapo_interp.cli import set_seed
-    from yapo_interp.evaluate import EvalConfig, evaluate_mcq, make_conditions
+    from yapo_interp.evaluate import EvalConfig, check_unseen, evaluate_mcq, make_conditions
     from yapo_interp.io import read_jsonl, write_json, write_table
     from yapo_interp.models import get_preset
     from yapo_interp.objective import PreferenceObjective
@@ -316,6 +319,8 @@ def run_trial(spec: TrialSpec, setup: ModelSetup, trial_dir: str | Path, *,
             split_items = split_items[: spec.max_eval_items]
         if not split_items:
             continue
+        if split == "test":  # no test question reached the vector, its tuning or its SAE
+            check_unseen(vector, str(trial_dir), split_items, sae=used_sae)
         frame = evaluate_mcq(model, split_items, conditions, eval_config, progress=False)
         frame.insert(0, "split", split)
         frames.append(frame)
@@ -440,6 +445,14 @@ def run_sweep(grid: SweepGrid, out: str | Path, *, setup: ModelSetup = ModelSetu
     from yapo_interp.io import write_json
 
     files["selection"] = write_json(out / "selection.json", selection)
+    if "instances" in files:
+        import pandas as pd
+
+        from yapo_interp.io import write_table
+
+        differences = method_differences(pd.read_parquet(files["instances"]), selection)
+        if not differences.empty:
+            files["differences"] = write_table(out / "differences.csv", differences)
     return SweepResult(ran=len(todo) - len(failed), skipped=skipped, failed=failed,
                        table=table, selection=selection, files=files)
 
@@ -568,6 +581,64 @@ def select_settings(table: Any, *, metric: str = "margin", min_seeds: int = 3
                               f"use at least {min_seeds} (--seeds) before relying on it")
         selection["methods"][method] = chosen
     return selection
+
+
+DIFFERENCE_METRICS = {"margin": "margin", "p_correct": "p_correct", "accuracy": "score"}
+
+
+def method_differences(instances: Any, selection: dict[str, Any], *, split: str = "test",
+                       n_resamples: int = 2000, seed: int = 0) -> Any:
+    """Every method-minus-method difference on ``split`` with each method at its selected lr
+    and λ: per instance (item and form) the metric is averaged over seeds, then
+    ``metrics.paired_difference_ci`` pairs the two methods on the instances both scored and
+    resamples questions. One row per (country — and ``all``, countries pooled —, training
+    setting, metric, method pair)."""
+    import pandas as pd
+
+    from yapo_interp.metrics import paired_difference_ci
+
+    chosen = selection.get("methods", {})
+    keys = ["country", "setting", "item_id", "form"]
+    per_method = {}
+    for method, picked in chosen.items():
+        if "multiplier" not in picked:
+            continue
+        rows = instances[(instances["split"] == split) & (instances["method"] == method)
+                         & (instances["multiplier"] == picked["multiplier"])]
+        if picked.get("lr") is not None:
+            rows = rows[rows["lr"] == picked["lr"]]
+        if not rows.empty:
+            per_method[method] = rows.groupby(keys + ["question_id"], as_index=False)[
+                list(DIFFERENCE_METRICS.values())].mean()
+    results = []
+    methods = sorted(per_method)
+    for index, first in enumerate(methods):
+        for second in methods[index + 1:]:
+            joined = per_method[first].merge(per_method[second], on=keys + ["question_id"],
+                                             suffixes=("_a", "_b"))
+            groups = [((country, setting), part) for (country, setting), part in
+                      joined.groupby(["country", "setting"], sort=True)]
+            groups += [(("all", setting), part) for setting, part in
+                       joined.groupby("setting", sort=True)]
+            for (country, setting), part in groups:
+                clusters = part["country"].astype(str) + "/" + part["question_id"].astype(str)
+                for name, column in DIFFERENCE_METRICS.items():
+                    pair = part[[f"{column}_a", f"{column}_b"]].dropna()
+                    if pair.empty:
+                        continue
+                    interval = paired_difference_ci(
+                        pair[f"{column}_a"], pair[f"{column}_b"], clusters[pair.index],
+                        n_resamples=n_resamples, seed=seed)
+                    results.append({
+                        "split": split, "country": country, "setting": setting,
+                        "metric": name, "method_a": first, "method_b": second,
+                        "difference": interval.value, "ci_low": interval.low,
+                        "ci_high": interval.high, "n_questions": interval.n,
+                        "n_instances": len(pair),
+                        "lr_a": chosen[first].get("lr"), "lr_b": chosen[second].get("lr"),
+                        "multiplier_a": chosen[first]["multiplier"],
+                        "multiplier_b": chosen[second]["multiplier"]})
+    return pd.DataFrame(results)
 
 
 # --------------------------------------------------------------------------------------------
