@@ -116,7 +116,8 @@ def test_openai_behaviour_judge_sends_the_behaviour_rubric_and_reads_its_scale(t
 def write_behaviour(folder):
     folder.mkdir()
     rows = "".join(f"Question {i}?,AAAA,BBBB\n" for i in range(4))
-    (folder / "train.csv").write_text("question,matching,not_matching\n,x,y\n" + rows)
+    train = "".join(f"Training question {i}?,AAAA,BBBB\n" for i in range(4))
+    (folder / "train.csv").write_text("question,matching,not_matching\n,x,y\n" + train)
     (folder / "test.csv").write_text("question,matching,not_matching\n" + rows)
     (folder / "test_infer.csv").write_text(
         "question,A,B,matching\n" + "".join(f"Question {i}?,AAAA,BBBB,A\n" for i in range(4)))
@@ -205,3 +206,32 @@ def test_train_cli_reads_a_behaviour_folder_formatted_as_bipo_with_bad_rows_repo
     with pytest.raises(UserError, match="not both"):
         train.main(["--method", "bipo", "--behaviour", str(folder), "--behaviour-csv",
                     str(folder / "train.csv"), "--layer", "1", "--out", str(tmp_path / "x")])
+
+
+def test_letter_log_probs_from_one_pass_equal_the_letters_scored_as_responses(model):
+    from yapo_interp.behaviour import letter_logprobs
+    from yapo_interp.data.behaviour import ab_prompt
+    from yapo_interp.logprobs import response_logprobs
+
+    prompts = [ab_prompt(item) for item in ITEMS[:3]] + ["short ("]
+    fast = letter_logprobs(model, prompts, batch_size=3)
+    slow, _ = response_logprobs(model, [p for p in prompts for _ in range(2)],
+                                ["A", "B"] * len(prompts))
+    torch.testing.assert_close(fast, slow.float().reshape(-1, 2), atol=1e-4, rtol=0)
+
+
+def test_cli_drops_test_questions_seen_in_train_unless_asked(model, tmp_path, monkeypatch,
+                                                            capsys):
+    import yapo_interp.models
+
+    folder = write_behaviour(tmp_path / "leaky")
+    with (folder / "train.csv").open("a") as handle:
+        handle.write("Question 0?,AAAA,BBBB\n")  # a test question also in train.csv
+    monkeypatch.setattr(yapo_interp.models, "load_model", lambda name, device="cpu": model)
+    for extra, expected in (([], 3), (["--keep-train-questions"], 4)):
+        out = tmp_path / f"out{len(extra)}"
+        assert main(["--behaviour", str(folder), "--bootstrap", "5", "--out", str(out), *extra]) == 0
+        items = pd.read_csv(out / "items.csv")
+        assert len(items[items["task"] == "ab"]) == expected
+        assert ("Question 0?" in set(items["question"])) == bool(extra)
+    assert "dropping 1 test question(s)" in capsys.readouterr().err

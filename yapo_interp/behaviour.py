@@ -26,7 +26,9 @@ and reading off three scores on the behaviour's test files
 
 Every score comes with a 95% bootstrap interval over questions and, for each multiplier, the
 difference to ``λ = 0`` with a *paired* bootstrap interval (the same questions resampled for
-both). ``λ = 0`` is the unsteered model for every method (one shared baseline). With ``--cost``
+both). ``λ = 0`` is the unsteered model for every method (one shared baseline). Test questions
+that also appear in ``train.csv`` (one in BiPO's power-seeking set) are dropped unless
+``--keep-train-questions``. With ``--cost``
 the general-ability cost of each condition is measured as well (:mod:`yapo_interp.cost`:
 cross-entropy increase and KL to the unsteered model on neutral multilingual text), and a second
 figure plots effect against cost.
@@ -56,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
+from jaxtyping import Float
 
 from yapo_interp.cli import add_common_args, check_run_args, model_name, preset_from_args, run_cli
 from yapo_interp.data.behaviour import (TEMPLATES, ABItem, BehaviourPair, ab_prompt,
@@ -100,6 +103,45 @@ def _choice(matching: float, other: float) -> float:
     return 1.0 if matching > other else 0.5 if matching == other else 0.0
 
 
+def next_token_logprobs(model: HookedTransformer, prompts: Sequence[str],
+                        token_ids: Sequence[int], *, batch_size: int = 8
+                        ) -> Float[torch.Tensor, "batch n"]:
+    """``log π(t | prompt)`` for each of ``token_ids`` after each prompt (BOS prepended), from one
+    forward pass per prompt; equal to :func:`yapo_interp.logprobs.response_logprobs` of the
+    one-token responses, at half the cost for two letters."""
+    from yapo_interp.logprobs import (final_logits, final_residual, pad_token_id, right_pad,
+                                      tokenize_prompt, upcast)
+
+    ids = [tokenize_prompt(model, prompt) for prompt in prompts]
+    result = torch.zeros(len(prompts), len(token_ids))
+    order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            tokens, lengths = right_pad([ids[i] for i in chunk], pad_token_id(model))
+            resid = final_residual(model, tokens)
+            last = resid[torch.arange(len(chunk), device=resid.device),
+                         (lengths - 1).to(resid.device)]
+            logprobs = torch.log_softmax(upcast(final_logits(model, last)), dim=-1)
+            result[chunk] = logprobs[:, list(token_ids)].cpu().float()
+    return result
+
+
+def letter_logprobs(model: HookedTransformer, prompts: Sequence[str], *, batch_size: int = 8
+                    ) -> Float[torch.Tensor, "batch 2"]:
+    """``log π("A" | prompt)`` and ``log π("B" | prompt)`` per prompt (one pass per prompt when
+    each letter is one token, else scored as responses)."""
+    from yapo_interp.logprobs import response_logprobs, tokenize_response
+
+    letters = [tokenize_response(model, letter) for letter in ("A", "B")]
+    if all(len(ids) == 1 for ids in letters):
+        return next_token_logprobs(model, prompts, [int(ids[0]) for ids in letters],
+                                   batch_size=batch_size)
+    sums, _ = response_logprobs(model, [p for p in prompts for _ in range(2)],
+                                ["A", "B"] * len(prompts), batch_size=batch_size)
+    return sums.float().reshape(len(prompts), 2)
+
+
 def score_ab(model: HookedTransformer, items: Sequence[ABItem],
              config: BehaviourEvalConfig = BehaviourEvalConfig()) -> pd.DataFrame:
     """Task (a), one row per item: log-probabilities of the two letters after the A/B prompt and
@@ -107,12 +149,9 @@ def score_ab(model: HookedTransformer, items: Sequence[ABItem],
     from yapo_interp.logprobs import response_logprobs
 
     tokenizer = model.tokenizer
-    prompts, responses = [], []
-    for item in items:
-        prompt = ab_prompt(item, template=config.template, tokenizer=tokenizer)
-        prompts += [prompt, prompt]
-        responses += ["A", "B"]
-    letters, _ = response_logprobs(model, prompts, responses, batch_size=config.batch_size)
+    letters = letter_logprobs(model, [ab_prompt(item, template=config.template,
+                                                tokenizer=tokenizer) for item in items],
+                              batch_size=config.batch_size).reshape(-1)
     prompts, responses = [], []
     for item in items:
         prompt = behaviour_prompt(item.question, template=config.template, tokenizer=tokenizer)
@@ -343,7 +382,8 @@ def evaluate_behaviour(model: HookedTransformer, conditions: Sequence, *,
         for part in parts:
             frames.append(part.assign(**described))
     if not frames:
-        raise UserError("nothing to score: no A/B items and no test pairs")
+        raise UserError("nothing to score: no A/B items and no test pairs (every test question "
+                        "dropped? see --keep-train-questions)")
     return pd.concat(frames, ignore_index=True)
 
 
@@ -497,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="at most N questions per file (quick runs)")
     parser.add_argument("--strict", action="store_true",
                         help="refuse malformed rows instead of skipping and reporting them")
+    parser.add_argument("--keep-train-questions", action="store_true",
+                        help="also score test questions that appear in train.csv (dropped by "
+                             "default: a vector trained on the set has seen them)")
     parser.add_argument("--judge", choices=["none", "local", "openai"], default="none",
                         help="judge of the open-ended answers: local (offline word overlap, "
                              "much weaker) or openai (any OpenAI-compatible endpoint)")
@@ -566,8 +609,14 @@ def main(argv: list[str] | None = None) -> int:
                   if task in args.tasks or (name == "test" and "open" in args.tasks))
     data = load_behaviour(args.behaviour, strict=args.strict, files=("train", *files))
     print(data.summary(), file=sys.stderr)
-    items = data.test_infer[: args.max_items] if "ab" in args.tasks else []
-    pairs = data.test[: args.max_items] if {"logodds", "open"} & set(args.tasks) else []
+    seen = set() if args.keep_train_questions else set(data.test_questions_in_train())
+    if seen:
+        print(f"dropping {len(seen)} test question(s) that also appear in train.csv "
+              f"(--keep-train-questions keeps them)", file=sys.stderr)
+    items = [item for item in data.test_infer if item.question not in seen][: args.max_items] \
+        if "ab" in args.tasks else []
+    pairs = [pair for pair in data.test if pair.question not in seen][: args.max_items] \
+        if {"logodds", "open"} & set(args.tasks) else []
     judge = None
     if "open" in args.tasks:
         judge = make_behaviour_judge(args.judge, data.name, base_url=args.judge_base_url,
@@ -614,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
                 "preset": args.preset, "max_items": args.max_items,
                 "skipped_rows": {key: report.skipped for key, report in data.reports.items()},
                 "test_questions_in_train": len(data.test_questions_in_train()),
+                "dropped_train_questions": len(seen),
                 "judge": judge.name if judge else None,
                 "judge_weaker": bool(judge and judge.weaker), "config": asdict(config)}
     written = write_outputs(args.out, frame, summary, cost, settings)
