@@ -586,3 +586,25 @@ def test_paired_differences_of_two_conditions_on_the_same_instances():
     usa = margins[margins["country"] == "usa"].iloc[0]
     assert usa["n_instances"] == 4 and usa["n_questions"] == 2  # ITEMS[0], ITEMS[3]: 2 questions
     assert "p_correct" not in set(differences["metric"])  # absent column: skipped
+
+
+def test_sae_dense_vectors_load_with_their_sae_and_steer(model, sae, tmp_path, monkeypatch):
+    """A sae-dense vector (c in R^{d_sae}) gets its SAE from the loader, like YaPO's, and its
+    condition steers the scores; without the SAE it cannot be applied."""
+    import yapo_interp.models as models
+
+    loaded = []
+    monkeypatch.setattr(models, "load_sae", lambda *args, **kwargs: loaded.append(args) or sae)
+    generator = torch.Generator().manual_seed(2)
+    vector = vector_from_tensor("sae-dense", 1, 5.0 * torch.randn(sae.cfg.d_sae,
+                                                                  generator=generator),
+                                model, sae=sae, sae_info={"release": "tiny"}, country="uk")
+    vector.save(tmp_path / "c")
+    again, its_sae, _ = VectorLoader(model).load(tmp_path / "c")
+    assert its_sae is sae and loaded and again.method == "sae-dense"
+    conditions = make_conditions([(again, its_sae, "c")])
+    items = [item for item in ITEMS if item.country == "uk"][:2]
+    frame = evaluate_mcq(model, items, conditions, FAST, progress=False)
+    by = {label: group["option_logprob_sum"].tolist()
+          for label, group in frame.groupby("condition")}
+    assert by[conditions[0].label] != by[conditions[1].label]
