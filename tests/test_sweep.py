@@ -11,7 +11,8 @@ import pytest
 from yapo_interp.errors import UserError
 from yapo_interp.data import CulturalItem, Option, is_test_question, is_validation_question
 from yapo_interp.sweep import (MEAN_METHODS, ModelSetup, SweepGrid, TrialSpec, main,
-                               method_differences, run_sweep, select_settings)
+                               method_differences, read_selection, run_sweep,
+                               select_settings)
 
 COUNTRIES = ("usa", "uk", "australia")
 SETUP = ModelSetup(factory="yapo_interp.testing:tiny_sweep_setup")
@@ -165,13 +166,18 @@ def planted_table():
     return pd.DataFrame(rows)
 
 
-def test_selection_uses_validation_loss_for_lr_and_validation_metric_for_lambda():
+def test_selection_uses_validation_loss_for_lr_and_validation_metric_for_lambda(tmp_path):
     selection = select_settings(planted_table(), metric="margin", min_seeds=3)
     assert selection["methods"]["bipo"]["lr"] == 0.1
     assert selection["methods"]["sae-dense"]["lr"] == 1.0
     for chosen in selection["methods"].values():
         assert chosen["multiplier"] == 2.0 and chosen["n_seeds"] == 3 and "note" not in chosen
         assert chosen["validation_loss"] == pytest.approx(0.21)
+    (tmp_path / "selection.json").write_text(json.dumps(selection))
+    assert read_selection(tmp_path) == {"bipo": {"lr": 0.1, "multiplier": 2.0},
+                                        "sae-dense": {"lr": 1.0, "multiplier": 2.0}}
+    with pytest.raises(UserError, match="not a sweep selection"):
+        read_selection(tmp_path / "missing.json")
     few = select_settings(planted_table()[lambda t: t["seed"] == 0], min_seeds=3)
     assert "only 1 seed" in few["methods"]["bipo"]["note"]
     assert MEAN_METHODS == ("caa", "sas") and not math.isnan(

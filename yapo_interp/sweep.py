@@ -38,7 +38,7 @@ have no learning rate or seed: they get one trial per (country, setting).
 * ``selection.json`` — per method, the lr with the lowest mean final validation loss over seeds
   (and countries, settings; at least ``--min-seeds`` seeds, else flagged), then the λ with the
   highest mean validation ``--select-metric`` at that lr: the values a study (``train --lr``,
-  ``evaluate --multipliers``) should use.
+  ``evaluate --multipliers``) should use; ``read_selection(out)`` returns them.
 
 **Running it.** Trials are Ray tasks (``ray.remote``, one CPU each; torch uses ``--threads``
 threads per trial, default 1) on a local Ray instance with ``--workers`` CPUs (default: all), or
@@ -581,6 +581,23 @@ def select_settings(table: Any, *, metric: str = "margin", min_seeds: int = 3
                               f"use at least {min_seeds} (--seeds) before relying on it")
         selection["methods"][method] = chosen
     return selection
+
+
+def read_selection(path: str | Path) -> dict[str, dict[str, float | None]]:
+    """``{method: {"lr": ..., "multiplier": ...}}`` from a sweep's ``selection.json`` (or its
+    folder), for a study to train and evaluate each method at its selected values; a missing or
+    unreadable file is a one-line ``UserError``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "selection.json"
+    try:
+        selection = json.loads(path.read_text(encoding="utf-8"))
+        methods = selection["methods"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: not a sweep selection ({type(error).__name__}: {error}); run "
+                        "python -m yapo_interp.sweep first and pass its --out folder.") from None
+    return {method: {"lr": chosen.get("lr"), "multiplier": chosen.get("multiplier")}
+            for method, chosen in methods.items()}
 
 
 DIFFERENCE_METRICS = {"margin": "margin", "p_correct": "p_correct", "accuracy": "score"}
