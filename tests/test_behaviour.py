@@ -155,6 +155,8 @@ def test_cli_sweeps_a_vector_with_judge_and_cost_and_writes_tables_and_figures(
         assert (out / name).is_file(), name
     settings = json.loads((out / "run.json").read_text())["settings"]
     assert settings["judge_weaker"] and settings["skipped_rows"]["train"] == 1
+    assert "weaker" in (out / "summary.md").read_text()
+    assert "offline judge, weaker" in (out / "behaviour_sweep.html").read_text()
 
 
 def test_cli_refuses_open_ended_without_a_judge_before_loading_the_model(tmp_path, monkeypatch):

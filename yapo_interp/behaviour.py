@@ -453,9 +453,11 @@ def summarize_cost(cost: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def sweep_figure(summary: pd.DataFrame, *, title: str = "Behaviour steering"):
+def sweep_figure(summary: pd.DataFrame, *, title: str = "Behaviour steering",
+                 judge_weaker: bool = False):
     """Score against multiplier ``λ·d``, one line per method, one panel per metric (BiPO's
-    figure), with the bootstrap intervals as error bars."""
+    figure), with the bootstrap intervals as error bars; ``judge_weaker`` labels the judge
+    panel as the offline judge's."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -464,7 +466,9 @@ def sweep_figure(summary: pd.DataFrame, *, title: str = "Behaviour steering"):
     metrics = [metric for metric in METRICS if metric in set(summary["metric"])]
     if not metrics:
         raise UserError("the summary has no scores to plot")
-    figure = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRICS[m] for m in metrics],
+    titles = [METRICS[m] + (" — offline judge, weaker" if m == "judge_score" and judge_weaker
+                            else "") for m in metrics]
+    figure = make_subplots(rows=1, cols=len(metrics), subplot_titles=titles,
                            horizontal_spacing=0.06)
     for column, metric in enumerate(metrics, 1):
         for method in dict.fromkeys(summary["method"]):
@@ -570,10 +574,14 @@ def write_outputs(out: Path, frame: pd.DataFrame, summary: pd.DataFrame,
     from yapo_interp.style import save_figure
 
     files = [write_table(out / "items.csv", frame), write_table(out / "summary.csv", summary)]
+    note = ("\nOpen-ended scores (judge_score) come from the offline word-overlap judge, which is "
+            "much weaker than an LLM judge.\n" if settings.get("judge_weaker") else "")
     files.append(write_text(out / "summary.md", summary.to_markdown(index=False,
-                                                                     floatfmt=".3f") + "\n"))
+                                                                     floatfmt=".3f") + "\n" + note))
     title = f"{settings['behaviour']}: score against multiplier"
-    files += save_figure(sweep_figure(summary, title=title), out / "behaviour_sweep",
+    files += save_figure(sweep_figure(summary, title=title,
+                                      judge_weaker=bool(settings.get("judge_weaker"))),
+                         out / "behaviour_sweep",
                          image_formats=(), width=1400)
     if cost is not None:
         cost_summary = summarize_cost(cost)
