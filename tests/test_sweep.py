@@ -90,6 +90,7 @@ def test_sweep_runs_a_grid_skips_finished_trials_and_survives_a_failing_one(
     assert set(table["split"]) == {"validation", "test"}
     assert set(table["multiplier"]) == {0.5, 1.0}
     assert set(table["eval_setting"]) == {"localized", "nonlocalized", "both"}
+    assert set(table["model"]) == {"tiny-test-model"} and set(table["layer"]) == {1}
     for column in ("epochs", "batch_size", "seed", "country", "setting", "rejected", "data",
                    "accuracy", "p_correct", "margin", "final_eval_loss", "steps",
                    "final_perturbation", "steps_to_threshold"):

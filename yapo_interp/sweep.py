@@ -337,7 +337,10 @@ def run_trial(spec: TrialSpec, setup: ModelSetup, trial_dir: str | Path, *,
             if key not in instances:
                 instances.insert(0, key, json.dumps(value) if isinstance(value, tuple) else value)
         write_table(trial_dir / "instances.parquet", instances)
-    result = {"spec": settings, "name": spec.name, "status": "ok", "trained": trained,
+    model_name = model.cfg.model_name
+    result = {"spec": settings, "name": spec.name, "status": "ok", "setup": {
+                  "preset": setup.preset, "model": model_name, "factory": setup.factory,
+                  "device": setup.device}, "trained": trained,
               "rows": rows, "seconds": time.time() - started}
     write_json(trial_dir / RESULT, result)
     return result
@@ -486,7 +489,8 @@ def gather(out: str | Path, trials: Sequence[TrialSpec], *,
         evals = [r for r in records if "eval_loss" in r]
         reached = first_step_below([r["step"] for r in evals], [r["eval_loss"] for r in evals],
                                    loss_threshold) if evals else math.nan
-        trained = {**result["trained"], "steps_to_threshold": reached,
+        trained = {**result.get("setup", {}), **result["trained"],
+                   "steps_to_threshold": reached,
                    "loss_threshold": loss_threshold, "seconds": result["seconds"]}
         for row in result["rows"]:
             rows.append({**{k: v for k, v in settings.items() if k != "multipliers"},
