@@ -124,6 +124,7 @@ class AttributionConfig:
     skip_bos: bool = True  # the BOS position is excluded from top activations and the mean
     nnls_tol: float = 1e-5  # NNLS stops when no feature correlates with the residual above this
     max_features: int | None = None  # NNLS stops after this many features (None: fit fully)
+    feature_pages: bool = True  # an offline HTML page per listed feature (feature_pages.py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -857,6 +858,7 @@ class AttributionReport:
     examples: pd.DataFrame
     logits: dict[int, FeatureLogits] = field(default_factory=dict)
     r2: pd.DataFrame | None = None  # R² by number of features k (``r2_by_k``), per code
+    feature_stats: dict = field(default_factory=dict)  # feature -> feature_pages.FeatureStats
     effects: dict[tuple[str, int], EffectCodes] = field(default_factory=dict)  # effect only
     by_direction: dict[int, CodeComparison] = field(default_factory=dict)  # effect only
     effect_features: pd.DataFrame | None = None  # effect only: top features per direction
@@ -974,7 +976,20 @@ def attribute(
         bipo_fit=fit_quality(bipo_vector, bipo_code, sae),
         features=feature_table(comparison, bipo_code, yapo_code, logits, examples, sae),
         examples=examples_table(examples), logits=logits, r2=_r2_frame(r2),
+        feature_stats=_feature_stats(model, sae, layer, prompts, listed, config),
     )
+
+
+def _feature_stats(model: HookedTransformer, sae: SAE, layer: int, prompts: list[str],
+                   features: list[int], config: AttributionConfig) -> dict:
+    """Statistics for the feature pages, when asked for and there are prompts."""
+    if not (config.feature_pages and prompts):
+        return {}
+    from yapo_interp.feature_pages import feature_statistics
+
+    return feature_statistics(model, sae, layer, prompts, features,
+                              n_contexts=max(config.n_examples, 8), batch_size=config.batch_size,
+                              max_tokens=config.max_tokens, skip_bos=config.skip_bos)
 
 
 def _r2_frame(rows: list[tuple[str, int | None, int, float, str]]) -> pd.DataFrame:
@@ -1052,6 +1067,7 @@ def _attribute_by_effect(
             "direction", "method", "rank", "feature", "effect", "bipo_effect", "yapo_effect",
             "gated", "share", "in_both", "yapo_v"]),
         r2=_r2_frame(r2),
+        feature_stats=_feature_stats(model, sae, layer, prompts, listed, config),
     )
 
 
@@ -1127,6 +1143,30 @@ def top_weights_figure(comparison: CodeComparison, bipo_code: torch.Tensor,
     return figure
 
 
+def _write_feature_pages(report: AttributionReport, out: Path) -> list[Path]:
+    """The feature pages of the listed features, with both vectors' weights on each."""
+    from yapo_interp.feature_pages import write_feature_pages
+
+    effect = bool(report.effects)
+    kind = f"effect d={report.config.directions[0]:+d}" if effect else "code"
+    weights, links = {}, {}
+    for row in report.features.itertuples():
+        weights[row.feature] = {f"BiPO {kind}": float(row.bipo_weight),
+                                f"YaPO {kind}": float(row.yapo_weight)}
+        if effect:
+            weights[row.feature]["YaPO v"] = float(row.yapo_v)
+        links[row.feature] = row.neuronpedia
+    for feature in report.feature_stats:  # listed only in the other direction's top-k
+        if feature not in weights:
+            weights[feature] = {"YaPO v": float(report.yapo_code[feature])} if not effect else {
+                f"BiPO effect d={d:+d}": float(report.effects[("bipo", d)].effect[feature])
+                for d in report.config.directions} | {
+                f"YaPO effect d={d:+d}": float(report.effects[("yapo", d)].effect[feature])
+                for d in report.config.directions}
+    return write_feature_pages(report.feature_stats, out, logits=report.logits, weights=weights,
+                               links=links, title="Features of the BiPO and YaPO vectors")
+
+
 def write_report(report: AttributionReport, out: str | Path, settings: dict[str, Any], *,
                  image_formats: tuple[str, ...] = ("png",)) -> list[Path]:
     """Write CSV tables, HTML figures (plus ``image_formats`` when kaleido can render them) and
@@ -1147,6 +1187,8 @@ def write_report(report: AttributionReport, out: str | Path, settings: dict[str,
                            height=max(560, 28 * report.config.k + 160))
     if report.effect_features is not None:
         written.append(write_table(out / "effect_features.csv", report.effect_features))
+    if report.feature_stats:
+        written += _write_feature_pages(report, out / "features")
     if report.r2 is not None:
         written.append(write_table(out / "r2_by_k.csv", report.r2))
         written += save_figure(r2_by_k_figure(report.r2), out / "r2_by_k.html",
@@ -1401,6 +1443,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop the (signed_)nnls fit after this many features (default: fit "
                              "until no feature lowers the error)")
     parser.add_argument("--batch-size", type=int, default=AttributionConfig.batch_size)
+    parser.add_argument("--no-feature-pages", action="store_true",
+                        help="skip the offline HTML page per listed feature (features/)")
     parser.add_argument("--no-images", action="store_true",
                         help="write HTML figures only (no PNG, which needs kaleido + Chrome)")
     add_common_args(parser, out_default="runs/attribution")
@@ -1430,7 +1474,8 @@ def main(argv: list[str] | None = None) -> int:
     config = AttributionConfig(attribution=args.attribution, method=args.method,
                                strength=args.strength, k=args.k, n_examples=args.examples,
                                max_prompts=args.max_prompts, batch_size=args.batch_size,
-                               max_features=args.max_features)
+                               max_features=args.max_features,
+                               feature_pages=not args.no_feature_pages)
     prompts = load_prompts(args.prompts_from, config.max_prompts)
     preset = preset_from_args(args)
     check_run_args(args, layers=[yapo.layer], flag="the vectors' layer")  # before the model load
