@@ -237,3 +237,39 @@ def test_cli_drops_test_questions_seen_in_train_unless_asked(model, tmp_path, mo
         assert len(items[items["task"] == "ab"]) == expected
         assert ("Question 0?" in set(items["question"])) == bool(extra)
     assert "dropping 1 test question(s)" in capsys.readouterr().err
+
+
+def test_cross_domain_a_cultural_vector_on_a_behaviour_and_a_behaviour_vector_on_the_mcq(
+        model, tmp_path, monkeypatch):
+    import yapo_interp.models
+    from yapo_interp.evaluate import main as evaluate_main
+
+    monkeypatch.setattr(yapo_interp.models, "load_model", lambda name, device="cpu": model)
+    generator = torch.Generator().manual_seed(3)
+    cultural = vector_from_tensor("bipo", 1, torch.randn(model.cfg.d_model, generator=generator),
+                                  model, country="usa", setting="both", epoch=1)
+    cultural.save(tmp_path / "cultural")
+    folder = write_behaviour(tmp_path / "planted")
+    assert main(["--behaviour", str(folder), "--vectors", str(tmp_path / "cultural"),
+                 "--multipliers", "1", "--bootstrap", "5", "--out", str(tmp_path / "b")]) == 0
+    summary = pd.read_csv(tmp_path / "b" / "summary.csv")
+    assert set(summary["multiplier"]) == {0.0, 1.0} and set(summary["method"]) == {"bipo"}
+
+    behaviour = vector_from_tensor("bipo", 1, torch.randn(model.cfg.d_model, generator=generator),
+                                   model, behaviour="planted", behaviour_template="bipo")
+    behaviour.save(tmp_path / "behaviour")
+    from yapo_interp.data import load_cultural
+
+    items = load_cultural(languages=["english"])
+    short = {item.question_id for item in items if len(item.localized_prompt) + max(
+        len(option.text) for option in item.options) < 200}
+    short -= {item.question_id for item in items if len(item.localized_prompt) + max(
+        len(option.text) for option in item.options) >= 200}
+    dataset = tmp_path / "english.jsonl"
+    dataset.write_text("".join(json.dumps(item.to_record()) + "\n" for item in items
+                               if item.question_id in sorted(short)[:2]))
+    assert evaluate_main(["--country", "usa", "--dataset", str(dataset), "--split", "all",
+                          "--settings", "localized", "--vectors", str(tmp_path / "behaviour"),
+                          "--bootstrap", "5", "--out", str(tmp_path / "e")]) == 0
+    instances = pd.read_csv(tmp_path / "e" / "mcq_instances.csv")
+    assert set(instances["method"]) == {"baseline", "bipo"}
