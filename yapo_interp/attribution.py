@@ -72,7 +72,13 @@ Command line (tables and figures in ``--out``)::
 
 (``vector`` is the last epoch; ``vectors/epoch_NN`` any other.) The SAE is the one named in the
 YaPO vector's metadata (else the preset's SAE at the vector's layer); a vector that does not fit
-the model or the SAE (width, layer, SAE fingerprint) is refused with the reason.
+the model or the SAE (width, layer, SAE fingerprint) is refused with the reason. ``--strength``
+sets λ of the effect attribution, ``--attribution static --method M`` the static reading.
+Written: ``top_features.csv`` (the tabulated direction: weights, ranks, logit lens, top example;
+in effect mode also ``yapo_v``, ``yapo_gated`` and the decoded shares), ``effect_features.csv``
+(top features per direction and method), ``r2_by_k.csv``, ``top_examples.csv``,
+``attribution.json``, the HTML figures and ``features/`` (a page per listed feature,
+``yapo_interp.feature_pages``).
 """
 
 from __future__ import annotations
