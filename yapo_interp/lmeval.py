@@ -66,12 +66,13 @@ class SteeredLM(LM):
     """An lm-eval model: ``model`` (a HookedTransformer, or a name for
     :func:`yapo_interp.models.load_model`) steered by ``vectors`` (SteeringVectors or paths,
     ``;``-separated in a string) at ``multipliers`` (λ·d; one number or one per vector).
-    With no vectors, or every multiplier 0, it is the unsteered model."""
+    With no vectors, or every multiplier 0, it is the unsteered model. ``max_batch_size`` is
+    accepted (lm-eval passes it) and unused: ``batch_size`` is fixed."""
 
     def __init__(self, model: HookedTransformer | str = "embedded",
                  vectors: Sequence[Any] | str = (), multipliers: float | Sequence[float] | str = 1.0,
                  saes: Any = None, batch_size: int | str = 8, device: str = "cpu",
-                 preset: str = "embedded", **unused: Any) -> None:
+                 preset: str = "embedded", max_batch_size: int | None = None) -> None:
         require_lm_eval()
         super().__init__()
         if isinstance(model, str):
