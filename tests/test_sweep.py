@@ -12,7 +12,7 @@ from yapo_interp.errors import UserError
 from yapo_interp.data import CulturalItem, Option, is_test_question, is_validation_question
 from yapo_interp.sweep import (MEAN_METHODS, ModelSetup, SweepGrid, TrialSpec, main,
                                method_differences, read_selection, run_sweep,
-                               select_settings)
+                               select_settings, sweep_figures)
 
 COUNTRIES = ("usa", "uk", "australia")
 SETUP = ModelSetup(factory="yapo_interp.testing:tiny_sweep_setup")
@@ -115,6 +115,8 @@ def test_sweep_runs_a_grid_skips_finished_trials_and_survives_a_failing_one(
     assert set(differences["metric"]) == {"margin", "p_correct", "accuracy"}
     assert (differences["ci_low"] <= differences["ci_high"]).all()
 
+    assert (out / "figures" / "loss_vs_perturbation.html").is_file()
+    assert (out / "figures" / "score_vs_lambda.html").is_file()
     markers = {path: path.stat().st_mtime_ns for path in out.glob("trials/*/result.json")}
     assert len(markers) == 4
     second = run_sweep(grid(data_file), out, setup=SETUP, progress=False, min_seeds=1)
@@ -219,3 +221,22 @@ def test_method_differences_at_the_selected_settings_on_test_only():
     accuracy = differences[differences["metric"] == "accuracy"]
     assert (accuracy["difference"] == 0).all()  # decoy rows (score 0) were not used
     assert set(differences["country"]) == {"usa", "all"}
+
+
+def test_figures_plot_each_method_at_its_selected_lr():
+    """Loss against step and against perturbation (mean over the selected lr's trials), and
+    margin against λ per split; the other lr's decoy curve is not drawn."""
+    curves = pd.DataFrame([
+        {"method": method, "lr": lr, "seed": seed, "step": step, "train_loss": 0.7 / step,
+         "perturbation": (10.0 if lr == 1.0 else 1.0) * step + seed}
+        for method in ("bipo", "sae-dense") for lr in (0.1, 1.0) for seed in (0, 2)
+        for step in (1, 2, 3)])
+    selection = {"methods": {"bipo": {"lr": 0.1}, "sae-dense": {"lr": 1.0}}}
+    figures = sweep_figures(curves, planted_table(), selection)
+    traces = {(trace.name, trace.xaxis): trace for trace in figures["loss_vs_perturbation"].data}
+    assert list(traces[("BiPO", "x2")].x) == [2.0, 3.0, 4.0]  # 1·step + mean seed 1
+    assert list(traces[("SAE-dense", "x2")].x) == [11.0, 21.0, 31.0]
+    assert list(traces[("BiPO", "x")].y) == pytest.approx([0.7, 0.35, 0.7 / 3])
+    lambdas = {(trace.name, trace.xaxis): trace for trace in figures["score_vs_lambda"].data}
+    assert list(lambdas[("BiPO", "x")].y) == [-1.0, 1.0]  # validation: λ = 2 is good
+    assert list(lambdas[("BiPO", "x2")].y) == [1.0, -1.0]  # test: the decoy

@@ -29,9 +29,10 @@ METHOD_COLORS = {
     "yapo": "#d62728",
     "caa": "#2ca02c",
     "sas": "#9467bd",
+    "sae-dense": "#ff7f0e",
 }
 METHOD_LABELS = {"baseline": "Baseline", "bipo": "BiPO", "yapo": "YaPO (ours)", "caa": "CAA",
-                 "sas": "SAS"}
+                 "sas": "SAS", "sae-dense": "SAE-dense"}
 ANSWER_COLORS = {"country": "#d62728", "western": "#1f77b4"}
 
 PNG_FONT_PACKAGE = "fonts-noto-core"  # Debian package with the Arabic and Devanagari Noto fonts
