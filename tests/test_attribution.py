@@ -560,3 +560,17 @@ def test_cli_defaults_to_effect_attribution(model, saved_vectors, monkeypatch, c
     with pytest.raises(UserError, match="--strength"):
         attr.main(["--bipo", str(folder / "bipo"), "--yapo", str(folder / "yapo"),
                    "--strength", "0", "--out", str(folder / "effect")])
+
+
+def test_static_attribution_reports_r2_by_k(model, known_sae):
+    bipo_vector = known_sae.W_dec[5] + 0.5 * known_sae.W_dec[17]
+    yapo_vector = torch.zeros(D_SAE)
+    yapo_vector[[5, 30, 31]] = torch.tensor([2.0, -1.0, 0.1])
+    config = attr.AttributionConfig(attribution="static", k=3, feature_pages=False)
+    report = attr.attribute(model, known_sae, 1, bipo_vector, yapo_vector, [], config)
+    bipo = report.r2[report.r2.method == "bipo"].set_index("k")["r2"]
+    assert list(bipo.index) == [1, 2]  # k cut at the code's two non-zero features
+    assert bipo[1] < 0.99 and bipo[2] == pytest.approx(1.0, abs=1e-6)
+    yapo = report.r2[report.r2.method == "yapo"].set_index("k")["r2"]
+    assert list(yapo.index) == [1, 2, 3] and yapo.is_monotonic_increasing
+    assert yapo[3] == pytest.approx(1.0, abs=1e-6) and yapo[1] < yapo[2] < 1.0
