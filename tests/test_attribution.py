@@ -574,3 +574,17 @@ def test_static_attribution_reports_r2_by_k(model, known_sae):
     yapo = report.r2[report.r2.method == "yapo"].set_index("k")["r2"]
     assert list(yapo.index) == [1, 2, 3] and yapo.is_monotonic_increasing
     assert yapo[3] == pytest.approx(1.0, abs=1e-6) and yapo[1] < yapo[2] < 1.0
+
+
+def test_top_features_table_labels_effects_and_shows_yapo_v(model, tied_sae):
+    yapo_vector = torch.zeros(D_SAE)
+    yapo_vector[[5, 30]] = torch.tensor([2.0, -1.0])
+    config = attr.AttributionConfig(k=2, n_tokens=2, n_examples=1, feature_pages=False)
+    report = attr.attribute(model, tied_sae, 1, tied_sae.W_dec[5].clone(), yapo_vector,
+                            PROMPTS, config)
+    table = attr.top_features_table_figure(report.features, "yapo").data[0]
+    headers = list(table.header.values)
+    assert "<b>YaPO (ours) effect</b>" in headers and "<b>YaPO v</b>" in headers
+    shown_v = table.cells.values[headers.index("<b>YaPO v</b>")]
+    ranked = report.features.dropna(subset=["yapo_rank"]).sort_values("yapo_rank")
+    assert list(shown_v) == [f"{w:+.3g}" if w else "0" for w in ranked["yapo_v"]]

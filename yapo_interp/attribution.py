@@ -1083,7 +1083,10 @@ def _attribute_by_effect(
 
 
 def top_features_table_figure(features: pd.DataFrame, method: str) -> go.Figure:
-    """A go.Table of one vector's top-k features (``method`` is "bipo" or "yapo")."""
+    """A go.Table of one vector's top-k features (``method`` is "bipo" or "yapo").
+
+    A table from the effect attribution (it has a ``yapo_v`` column) labels the weights as
+    effects and adds YaPO's own entry ``v_f`` beside them."""
     import plotly.graph_objects as go
 
     from yapo_interp.style import METHOD_LABELS, method_color
@@ -1091,8 +1094,10 @@ def top_features_table_figure(features: pd.DataFrame, method: str) -> go.Figure:
     rank_column = f"{method}_rank"
     rows = features[features[rank_column].notna()].sort_values(rank_column)
     other = "yapo" if method == "bipo" else "bipo"
-    header = ["rank", "feature", f"{METHOD_LABELS[method]} weight",
-              f"{METHOD_LABELS[other]} weight", "in both", "promotes", "suppresses",
+    effect = "yapo_v" in rows.columns
+    kind = "effect" if effect else "weight"
+    header = ["rank", "feature", f"{METHOD_LABELS[method]} {kind}",
+              f"{METHOD_LABELS[other]} {kind}", "in both", "promotes", "suppresses",
               "top example"]
     cells = [
         rows[rank_column].tolist(),
@@ -1105,14 +1110,20 @@ def top_features_table_figure(features: pd.DataFrame, method: str) -> go.Figure:
         rows["suppresses"].tolist(),
         rows["top_example"].tolist(),
     ]
+    widths = [40, 60, 80, 80, 50, 220, 220, 300]
+    if effect:
+        header.insert(4, "YaPO v")
+        cells.insert(4, [f"{w:+.3g}" if w else "0" for w in rows["yapo_v"]])
+        widths.insert(4, 60)
     figure = go.Figure(go.Table(
-        columnwidth=[40, 60, 80, 80, 50, 220, 220, 300],
+        columnwidth=widths,
         header=dict(values=[f"<b>{h}</b>" for h in header], fill_color=method_color(method),
                     font=dict(color="white"), align="left"),
         cells=dict(values=cells, align="left", height=24),
     ))
     figure.update_layout(title=f"Top {len(rows)} SAE features of the {METHOD_LABELS[method]} "
-                               "vector")
+                               "vector" + (" by effect on real activations (d = +1)" if effect
+                                           else ""))
     return figure
 
 
