@@ -240,3 +240,17 @@ def test_figures_plot_each_method_at_its_selected_lr():
     lambdas = {(trace.name, trace.xaxis): trace for trace in figures["score_vs_lambda"].data}
     assert list(lambdas[("BiPO", "x")].y) == [-1.0, 1.0]  # validation: λ = 2 is good
     assert list(lambdas[("BiPO", "x2")].y) == [1.0, -1.0]  # test: the decoy
+
+
+def test_cli_runs_a_sweep_with_an_injected_model(tmp_path, ray_session, data_file, capsys):
+    out = tmp_path / "cli"
+    argv = ["--methods", "bipo", "--countries", "usa", "--lrs", "0.1", "--seeds", "0", "1",
+            "--epochs", "1", "--batch-size", "2", "--warmup-steps", "0", "--rejected",
+            "western", "--data", str(data_file), "--multipliers", "1", "--min-seeds", "1",
+            "--model-factory", "yapo_interp.testing:tiny_sweep_setup", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "2 ran, 0 skipped" in printed and "bipo: lr 0.1, λ 1.0" in printed
+    table = pd.read_csv(out / "results.csv")
+    assert sorted(table["seed"].unique()) == [0, 1] and set(table["epochs"]) == {1}
+    assert main(argv) == 0 and "0 ran, 2 skipped" in capsys.readouterr().out
