@@ -343,8 +343,8 @@ class PreferenceObjective:
         return lambda h: intervention(h, v, strength, self.sae, method=self.method)
 
     @torch.no_grad()
-    def perturbation(self, pairs: Sequence[PreparedPair], v: torch.Tensor, direction: int
-                     ) -> float | None:
+    def perturbation(self, pairs: Sequence[PreparedPair], v: Float[torch.Tensor, "width"],
+                     direction: int) -> float | None:
         """``‖Φ(h) − h‖`` averaged over the minibatch's tokens (prompt, chosen and rejected, each
         once), from the cached layer-L activations; ``None`` when they are not cached.
 
