@@ -393,8 +393,16 @@ def generate_greedy(model: HookedTransformer, prompts: Sequence[str], *, max_new
     batched with left padding; decoded without special tokens, cut at the first stop token.
     ``extra_stops`` (e.g. :func:`newline_token_ids`) also end a row; that token is kept in the
     text, so the caller can cut inside it."""
+    from yapo_interp.logprobs import cached_unembedding
+
     stops = stop_token_ids(model)
     every_stop = sorted(set(stops) | set(extra_stops))
+    with cached_unembedding(model):  # no 671 MB copy of W_U per new token; same logits
+        return _generate_batches(model, prompts, max_new_tokens, batch_size, stops, every_stop)
+
+
+def _generate_batches(model: HookedTransformer, prompts: Sequence[str], max_new_tokens: int,
+                      batch_size: int, stops: list[int], every_stop: list[int]) -> list[str]:
     outputs = []
     for start in range(0, len(prompts), batch_size):
         batch = list(prompts[start:start + batch_size])
