@@ -76,8 +76,10 @@ def test_unknown_preset_lists_valid_ones():
         models.get_preset("gemma")
 
 
-def test_paper_preset_is_the_papers_setting():
-    preset = models.get_preset("paper")
+def test_paper_base_preset_keeps_the_literal_reading_of_the_paper():
+    """The former ``paper`` preset, kept by name (``paper`` is now the authors' recipe: see
+    tests/test_train.py::test_paper_preset_is_the_authors_recipe)."""
+    preset = models.get_preset("paper-base")
     assert (preset.model, preset.layer) == ("gemma-2-2b", 15)
     assert preset.sae_release == "gemma-scope-2b-pt-res-canonical"
     assert preset.sae_id == "layer_15/width_65k/canonical"
