@@ -642,10 +642,14 @@ def build_pairs(model: HookedTransformer, items: Sequence, selection: DataSelect
         generated = generated_rejections(
             model, prompts, settings=settings,
             cache_dir=cache_dir or cache_root() / "onpolicy", progress=progress)
-    return data.build_preference_pairs(
+    pairs = data.build_preference_pairs(
         items, setting=selection.setting, rejected=selection.rejected, style=selection.style,
         tokenizer=model.tokenizer, response_format=selection.response_format,
         generated=generated)
+    if generated is not None and len(pairs) < len(prompts) and progress:
+        print(f"[train] {len(prompts) - len(pairs)} of {len(prompts)} prompts give no pair: the "
+              "model's own answer was empty or the chosen one", file=sys.stderr)
+    return pairs
 
 
 def behaviour_pairs(path: Path, *, test_fraction: float, seed: int
