@@ -137,7 +137,10 @@ def embedded():
 
 
 def test_embedded_model_matches_transformers(embedded):
-    """The offline path end to end: TransformerLens log-probs equal the HF model's (1e-4)."""
+    """The offline path end to end: TransformerLens log-probs equal the HF model's to float32
+    precision (1e-4 absolute, plus 1e-5 relative for the large negative log-probs of rare
+    tokens, where summation order alone moves the 7th digit: seen 1.03e-4 at a log-prob of −37
+    with transformers 5.24)."""
     from transformers import AutoModelForCausalLM
 
     hf_model = AutoModelForCausalLM.from_pretrained(str(models.embedded_model_dir()),
@@ -149,7 +152,7 @@ def test_embedded_model_matches_transformers(embedded):
         with torch.no_grad():
             ours = embedded(tokens).log_softmax(-1)
             theirs = hf_model(tokens).logits.log_softmax(-1)
-        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-5)
     assert embedded.cfg.n_layers == 18 and embedded.cfg.d_model == 640
 
 
