@@ -254,3 +254,22 @@ def test_cli_runs_a_sweep_with_an_injected_model(tmp_path, ray_session, data_fil
     table = pd.read_csv(out / "results.csv")
     assert sorted(table["seed"].unique()) == [0, 1] and set(table["epochs"]) == {1}
     assert main(argv) == 0 and "0 ran, 2 skipped" in capsys.readouterr().out
+
+
+def test_a_worker_keeps_its_model_between_trials(monkeypatch):
+    """The cache is keyed by the setup's values: a structurally equal copy (what a Ray task
+    unpickles, possibly as another class object) finds the model loaded by the first trial."""
+    import dataclasses
+
+    import yapo_interp.sweep as sweep
+
+    calls = []
+    monkeypatch.setattr(sweep, "_LOADED", {})
+    monkeypatch.setattr(ModelSetup, "_load", lambda self: calls.append(self) or ("m", "s", None, 1))
+    setup = ModelSetup(factory="yapo_interp.testing:tiny_sweep_setup")
+    first = setup.load()
+    Copy = dataclasses.make_dataclass("ModelSetup", [f.name for f in dataclasses.fields(setup)],
+                                      frozen=True)
+    assert ModelSetup.load(Copy(**dataclasses.asdict(setup))) is first and len(calls) == 1
+    ModelSetup(factory="other:setup").load()  # another model replaces it (one per worker)
+    assert len(calls) == 2 and len(sweep._LOADED) == 1

@@ -201,11 +201,14 @@ class ModelSetup:
     factory: str | None = None
 
     def load(self) -> tuple[Any, Any, dict[str, Any] | None, int]:
-        """``(model, sae, sae_info, layer)``, from this process's cache after the first call."""
-        if self not in _LOADED:
+        """``(model, sae, sae_info, layer)``, from this process's cache after the first call
+        (keyed by the settings' values, so a copy of this setup unpickled for the next task
+        finds it)."""
+        key = tuple(sorted(asdict(self).items()))
+        if key not in _LOADED:
             _LOADED.clear()  # one model per worker process
-            _LOADED[self] = self._load()
-        return _LOADED[self]
+            _LOADED[key] = self._load()
+        return _LOADED[key]
 
     def _load(self) -> tuple[Any, Any, dict[str, Any] | None, int]:
         from yapo_interp.steering import sae_layer_of
@@ -228,7 +231,7 @@ class ModelSetup:
                             "path": str(path) if path else None}, layer
 
 
-_LOADED: dict[ModelSetup, tuple[Any, Any, dict[str, Any] | None, int]] = {}
+_LOADED: dict[tuple, tuple[Any, Any, dict[str, Any] | None, int]] = {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -749,8 +752,8 @@ def sweep_figures(curves: Any, table: Any, selection: dict[str, Any]) -> dict[st
 
 
 QUICK = dict(methods=("bipo", "yapo", "sae-dense"), countries=("egypt",),
-             settings=("localized",), lrs=(0.1, 1.0), seeds=(0, 1, 2), multipliers=(1.0, 2.0),
-             epochs=2, max_pairs=16, max_eval_items=4)
+             settings=("localized",), lrs=(0.1, 1.0), seeds=(0, 1), multipliers=(1.0, 2.0),
+             epochs=2, max_pairs=8, max_eval_items=2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -881,4 +884,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    # run the importable module's main, not this __main__ copy: Ray pickles functions and classes
+    # of an importable module by reference, so a worker keeps its loaded model between trials
+    # (those of __main__ would travel by value, each task with a fresh, empty model cache)
+    from yapo_interp import sweep
+
+    run_cli(sweep.main)
