@@ -47,7 +47,7 @@ on an existing cluster with ``--address``. A progress bar counts finished trials
 raises is reported on one line, its traceback saved, and the others go on. Each worker process
 loads the model once and keeps it for the trials it runs::
 
-    python -m yapo_interp.sweep --quick                    # < 10 min target on a 2-core CPU
+    python -m yapo_interp.sweep --quick                    # 12 small trials (see QUICK)
     python -m yapo_interp.sweep --methods bipo yapo sae-dense --countries egypt nepal \\
         --settings localized nonlocalized --lrs 0.01 0.03 0.1 0.3 1 3 --seeds 0 1 2 \\
         --multipliers 0.5 1 2 4 --epochs 20 --out runs/sweep
@@ -751,6 +751,9 @@ def sweep_figures(curves: Any, table: Any, selection: dict[str, Any]) -> dict[st
 # --------------------------------------------------------------------------------------------
 
 
+# 12 trials. Measured on the embedded model, 1 worker, on a 2-core CPU shared with two other
+# jobs: ~200-235 s per trial of this size (about half of it the log-likelihood MCQ scoring), the
+# model loaded once per worker; on an idle 2-core machine the 10-minute target is not yet shown.
 QUICK = dict(methods=("bipo", "yapo", "sae-dense"), countries=("egypt",),
              settings=("localized",), lrs=(0.1, 1.0), seeds=(0, 1), multipliers=(1.0, 2.0),
              epochs=2, max_pairs=8, max_eval_items=2)
