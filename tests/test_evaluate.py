@@ -608,3 +608,21 @@ def test_sae_dense_vectors_load_with_their_sae_and_steer(model, sae, tmp_path, m
     by = {label: group["option_logprob_sum"].tolist()
           for label, group in frame.groupby("condition")}
     assert by[conditions[0].label] != by[conditions[1].label]
+
+
+def test_cli_checks_stability_runs_against_the_questions_they_saw(model, tmp_path, monkeypatch):
+    from yapo_interp.errors import UserError
+
+    dataset = tmp_path / "english.jsonl"
+    dataset.write_text("".join(json.dumps(item.to_record()) + "\n" for item in ITEMS))
+    run = tmp_path / "run"
+    for epoch in (1, 2):
+        vector_from_tensor("bipo", 1, torch.randn(model.cfg.d_model), model, country="usa",
+                           epoch=epoch, train_question_ids=[ITEMS[0].question_id]
+                           ).save(run / "vectors" / f"epoch_{epoch:02d}")
+    import yapo_interp.models
+
+    monkeypatch.setattr(yapo_interp.models, "load_model", lambda name, device="cpu": model)
+    with pytest.raises(UserError, match="saw 1 of the evaluated questions"):
+        main(["--country", "usa", "--dataset", str(dataset), "--split", "all", "--no-baseline",
+              "--stability", str(run), "--out", str(tmp_path / "out")])

@@ -1475,7 +1475,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"--country {' '.join(countries)}; add it or drop the vector")
         check_unseen(vector, source, items, sae=sae)
     for run_dir in args.stability:
-        for path in find_epoch_vectors(run_dir)[:1]:  # every epoch shares the run's metadata
+        for _, path in find_epoch_vectors(run_dir)[:1]:  # every epoch shares the run's metadata
             vector, sae, source = loader.load(path)
             check_unseen(vector, source, items, sae=sae)
     conditions = make_conditions(vectors, args.multipliers,
