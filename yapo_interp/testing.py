@@ -7,6 +7,7 @@ every string-based API of the toolkit can be exercised in milliseconds with no d
 
 from __future__ import annotations
 
+import os
 import string
 import tempfile
 from pathlib import Path
@@ -30,8 +31,9 @@ def char_tokenizer():
         unk_token="<unk>",
     )
     tokenizer.padding_side = "right"
-    # TransformerLens re-loads tokenizers by path (to toggle BOS), so give it one on disk.
-    folder = Path(tempfile.gettempdir()) / "yapo_interp_char_tokenizer"
+    # TransformerLens re-loads tokenizers by path (to toggle BOS), so give it one on disk; one
+    # folder per process, so parallel workers (the Ray sweep tests) never read a half-written one.
+    folder = Path(tempfile.gettempdir()) / f"yapo_interp_char_tokenizer_{os.getpid()}"
     tokenizer.save_pretrained(str(folder))
     return AutoTokenizer.from_pretrained(str(folder))
 
