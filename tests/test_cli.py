@@ -14,8 +14,8 @@ def _no_model(*args, **kwargs):
     raise AssertionError("the model must not be loaded")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cuda_on_a_machine_without_cuda_is_refused_in_one_line():
+def test_cuda_on_a_machine_without_cuda_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a CUDA machine
     with pytest.raises(UserError) as error:
         check_device("cuda")
     assert str(error.value).startswith("--device cuda: CUDA is not available on this machine")
