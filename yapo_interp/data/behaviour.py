@@ -223,65 +223,63 @@ def _problem(values: dict[str, Any]) -> str | None:
     return None
 
 
-def read_pairs_file(path: str | Path, *, strict: bool = False
-                    ) -> tuple[list[BehaviourPair], FileReport]:
-    """Rows of a ``question, matching, not_matching`` file and a report of the skipped ones
-    (see the module docstring for the policy; ``strict`` raises on the first instead)."""
+def _read_checked(path: str | Path, columns, strict: bool, make):
+    """The shared reading policy of both file kinds: every row's values (by column) go to
+    ``make(values, line) -> (record, problem)``; a row with a problem is skipped and reported,
+    or, with ``strict``, refused in one line naming ``file:line``."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
     header, records = _rows(path)
-    names = _columns(path, header, PAIR_COLUMNS)
-    report, pairs = FileReport(str(path)), []
+    names = _columns(path, header, columns)
+    report, kept = FileReport(str(path)), []
     for line, record in records:
         values = {column: record.get(name) for column, name in names.items()}
-        problem = _problem(values)
-        if problem is None and str(values["matching"]).strip() == str(
-                values["not_matching"]).strip():
-            problem = "matching equals not_matching"
+        row, problem = make(values, line)
         if problem is not None:
             if strict:
                 raise DatasetError(f"{path}:{line}: {problem}; fix or remove the row (or read "
                                    f"without --strict to skip it)")
             report.skip(line, problem)
             continue
-        pairs.append(BehaviourPair(str(values["question"]), str(values["matching"]),
-                                   str(values["not_matching"]), line))
-    report.kept = len(pairs)
-    if not pairs:
+        kept.append(row)
+    report.kept = len(kept)
+    if not kept:
         raise DatasetError(f"{path}: no valid rows ({report.summary()})")
-    return pairs, report
+    return kept, report
+
+
+def read_pairs_file(path: str | Path, *, strict: bool = False
+                    ) -> tuple[list[BehaviourPair], FileReport]:
+    """Rows of a ``question, matching, not_matching`` file and a report of the skipped ones
+    (see the module docstring for the policy; ``strict`` raises on the first instead)."""
+
+    def make(values, line):
+        problem = _problem(values)
+        if problem is None and str(values["matching"]).strip() == str(
+                values["not_matching"]).strip():
+            problem = "matching equals not_matching"
+        return BehaviourPair(str(values["question"]), str(values["matching"]),
+                             str(values["not_matching"]), line), problem
+
+    return _read_checked(path, PAIR_COLUMNS, strict, make)
 
 
 def read_ab_file(path: str | Path, *, strict: bool = False) -> tuple[list[ABItem], FileReport]:
     """Rows of a ``question, A, B, matching`` file (``matching`` is ``A`` or ``B``, case and
     brackets ignored: ``(a)`` reads as ``A``) and a report of the skipped ones."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file")
-    header, records = _rows(path)
-    names = _columns(path, header, AB_COLUMNS)
-    report, items = FileReport(str(path)), []
-    for line, record in records:
-        values = {column: record.get(name) for column, name in names.items()}
+
+    def make(values, line):
         problem = _problem(values)
         letter = re.sub(r"[\s()]", "", str(values["matching"] or "")).upper()
         if problem is None and letter not in ("A", "B"):
             problem = f"matching is {values['matching']!r}, not A or B"
         if problem is None and str(values["A"]).strip() == str(values["B"]).strip():
             problem = "A equals B"
-        if problem is not None:
-            if strict:
-                raise DatasetError(f"{path}:{line}: {problem}; fix or remove the row (or read "
-                                   f"without --strict to skip it)")
-            report.skip(line, problem)
-            continue
-        items.append(ABItem(str(values["question"]), str(values["A"]), str(values["B"]), letter,
-                            line))
-    report.kept = len(items)
-    if not items:
-        raise DatasetError(f"{path}: no valid rows ({report.summary()})")
-    return items, report
+        return ABItem(str(values["question"]), str(values["A"]), str(values["B"]), letter,
+                      line), problem
+
+    return _read_checked(path, AB_COLUMNS, strict, make)
 
 
 def load_behaviour(name_or_folder: str | Path, *, strict: bool = False,
