@@ -1,5 +1,6 @@
 """Model and SAE loading: the offline embedded path, its cache, and the errors users see."""
 
+import os
 import pytest
 import torch
 
@@ -26,6 +27,8 @@ def test_intact_cache_is_accepted(tmp_path):
         (lambda f: (f / "yapo_manifest.json").unlink(), "no manifest"),
         (lambda f: (f / "model.safetensors").write_bytes(b"weights" * 50), "wrong size"),
         (lambda f: (f / "model.safetensors").write_bytes(b"weightz" * 100), "corrupted"),
+        (lambda f: _rewrite_keeping_time(f / "model.safetensors", b"weightz" * 100),
+         "corrupted (fingerprint mismatch)"),
         (lambda f: (f / "config.json").unlink(), "missing config.json"),
     ],
 )
@@ -33,6 +36,39 @@ def test_damaged_cache_is_detected(tmp_path, damage, expected):
     _fake_cache(tmp_path / "m")
     damage(tmp_path / "m")
     assert expected in models._cache_problem(tmp_path / "m")
+
+
+def _rewrite_keeping_time(path, data):
+    stat = path.stat()
+    path.write_bytes(data)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_fast_check_reads_samples_and_hashes_only_when_something_looks_wrong(tmp_path, monkeypatch):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    big = folder / "model.safetensors"
+    block = models.FINGERPRINT_BLOCK_BYTES
+    big.write_bytes(bytes(range(256)) * (block * 40 // 256))  # 40 blocks: sampled, not read whole
+    models.write_manifest(folder, source="test")
+    hashed = []
+    monkeypatch.setattr(models, "_sha256", lambda path, real=models._sha256:
+                        hashed.append(path.name) or real(path))
+    assert models._cache_problem(folder) is None and hashed == []  # normal path: no full hash
+    # a byte changed between the sampled blocks, time kept: only a verifying load sees it
+    data = bytearray(big.read_bytes())
+    stride = (len(data) - block) // (models.FINGERPRINT_BLOCKS - 1)
+    data[block + (stride - block) // 2] ^= 0xFF
+    _rewrite_keeping_time(big, bytes(data))
+    assert models._cache_problem(folder) is None
+    assert "sha256 mismatch" in models._cache_problem(folder, verify=True)
+    monkeypatch.setenv(models.VERIFY_ENV, "1")
+    assert "sha256 mismatch" in models._cache_problem(folder)
+    monkeypatch.delenv(models.VERIFY_ENV)
+    # the same bytes with a new time: checked by the full hash (here: still corrupted)
+    os.utime(big, ns=(0, 12345))
+    hashed.clear()
+    assert "sha256 mismatch" in models._cache_problem(folder) and hashed == ["model.safetensors"]
 
 
 def test_damaged_cache_is_rebuilt_not_used(tmp_path, monkeypatch):
@@ -165,3 +201,16 @@ def test_reuse_loaded_models_loads_once(monkeypatch):
     assert first is second and other is not first and loads == ["x", "y"]
     load_model("x")  # outside the block: loaded again
     assert loads == ["x", "y", "x"]
+
+
+def test_a_passed_full_check_is_recorded_for_the_fast_path(tmp_path, monkeypatch):
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    folder = models.embedded_model_dir()
+    _fake_cache(folder)
+    os.utime(folder / "model.safetensors", ns=(0, 12345))  # e.g. a copied cache: time changed
+    hashed = []
+    monkeypatch.setattr(models, "_sha256", lambda path, real=models._sha256:
+                        hashed.append(path.name) or real(path))
+    assert models.ensure_embedded_model() == folder and hashed == ["model.safetensors"]
+    hashed.clear()
+    assert models.ensure_embedded_model() == folder and hashed == []  # fast path now

@@ -22,7 +22,7 @@ from yapo_interp.objective import (
     preference_loss,
 )
 from yapo_interp.steering import vector_from_tensor, steer
-from yapo_interp.testing import char_tokenizer, tiny_sae
+from yapo_interp.testing import gemma_like_model, tiny_sae
 
 LAYER = 1
 
@@ -47,27 +47,6 @@ def one_flag(flag):
 FAST_PATHS = {f"only_{flag}": one_flag(flag) for flag in FLAGS}
 FAST_PATHS["all_on"] = FastPath()
 FAST_PATHS["all_but_share_prompt"] = FastPath(share_prompt=False)
-
-
-def gemma_like_model(window_size=64, dtype=torch.float64):
-    """A tiny model with Gemma 3's features: rotary positions, RMSNorm, gated MLP, grouped-query
-    attention, q/k norms and alternating local (sliding-window) / global attention."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    tokenizer = char_tokenizer()
-    cfg = HookedTransformerConfig(
-        n_layers=4, d_model=32, d_head=8, n_heads=4, n_key_value_heads=2, d_mlp=64,
-        d_vocab=len(tokenizer), n_ctx=256, act_fn="gelu_pytorch_tanh", normalization_type="RMS",
-        positional_embedding_type="rotary", rotary_dim=8, gated_mlp=True, use_qk_norm=True,
-        use_local_attn=True, attn_types=["local", "global", "local", "global"],
-        window_size=window_size, seed=1, default_prepend_bos=True, model_name="tiny-gemma-like",
-        original_architecture="Gemma3ForCausalLM", dtype=dtype,
-    )
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model
 
 
 @pytest.fixture(scope="module")

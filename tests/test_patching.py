@@ -8,8 +8,10 @@ import torch
 from yapo_interp.errors import UserError
 from yapo_interp.patching import (PatchingPair, choose_layer, last_token_patch,
                                   patch_last_token_scores, patched_final_residual,
-                                  patching_figure, response_logprobs_from_residual, score_pairs,
-                                  site_hook_name, summarise, tokenize_prompt_response)
+                                  patching_figure, score_pairs, site_hook_name, summarise,
+                                  tokenize_prompt_response, tokenize_shared_prefix)
+from yapo_interp.logprobs import masked_response_logprobs as response_logprobs_from_residual
+from yapo_interp.testing import gemma_like_model
 
 
 def logits_from(model, residual):
@@ -222,3 +224,55 @@ def test_summarise_adds_the_first_token_effect_when_present():
     assert summary.effect_first.iloc[0] == pytest.approx(0.6)
     assert "effect_first" not in summarise(pd.DataFrame(rows).drop(columns=[
         c for c in rows[0] if "_first" in c]))
+
+
+# --- shared prompts: the unpatched prefix runs once; every number is the plain path's ---
+
+PAIRS = [
+    PatchingPair(pair_id="q1", country="egypt", language="arabic",
+                 localized_prompt="I am from Egypt. What do we eat for breakfast?",
+                 nonlocalized_prompt="Ezayak ya basha, breakfast eh?",
+                 options=(" ful medames", " msemen", " eggs and bacon"),
+                 option_labels=("egypt", "morocco", "western")),
+    PatchingPair(pair_id="q2", country="morocco", language="arabic",
+                 localized_prompt="From Morocco: tea?", nonlocalized_prompt="Wash bghiti atay?",
+                 options=(" shai", " atay bi naanaa", " tea", " coffee"),
+                 option_labels=("egypt", "morocco", "western", "usa")),
+]
+NUMBERS = ("p_country", "p_western", "logp_country", "logp_western", "p_country_clean",
+           "p_western_localized", "p_country_first", "p_western_first_clean")
+
+
+@pytest.mark.parametrize("site", ["resid_pre", "resid_post", "attn_out", "mlp_out"])
+def test_shared_prompt_patching_equals_the_plain_path(model, site):
+    plain = score_pairs(model, PAIRS, layers=[0, 1, 2], site=site, share_prompts=False)
+    shared = score_pairs(model, PAIRS, layers=[0, 1, 2], site=site)
+    assert len(plain) == len(shared) == 6
+    for a, b in zip(plain, shared):
+        assert (a["pair_id"], a["layer"]) == (b["pair_id"], b["layer"])
+        for name in NUMBERS:
+            assert b[name] == pytest.approx(a[name], abs=1e-5), name
+
+
+@pytest.mark.parametrize("window", [64, 6])
+def test_shared_prompt_patching_is_exact_on_a_gemma_like_model(window):
+    """Rotary positions, grouped-query attention, sliding windows (6 tokens: crossed by every
+    prompt), float64: equal to 1e-10."""
+    gemma_like = gemma_like_model(window_size=window)
+    for site in ("resid_post", "attn_out"):
+        plain = score_pairs(gemma_like, PAIRS, layers=[0, 2, 3], site=site, share_prompts=False)
+        shared = score_pairs(gemma_like, PAIRS, layers=[0, 2, 3], site=site)
+        for a, b in zip(plain, shared):
+            for name in NUMBERS:
+                assert b[name] == pytest.approx(a[name], abs=1e-10), (site, name)
+
+
+def test_shared_prompt_patching_moves_the_answer(model):
+    """Not vacuous: the patched numbers differ from the clean ones on the shared path too."""
+    records = score_pairs(model, PAIRS, layers=[2], site="resid_post")
+    assert any(abs(r["p_country"] - r["p_country_clean"]) > 1e-4 for r in records)
+
+
+def test_shared_prefix_tokenization_refuses_an_empty_option(model):
+    with pytest.raises(UserError, match="Empty response"):
+        tokenize_shared_prefix(model, ["a question?"], [""])

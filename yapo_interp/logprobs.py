@@ -19,20 +19,34 @@ Only the positions that predict response tokens go through the final norm and th
 (``ln_final`` + ``W_U``): with Gemma's 262k-token vocabulary the unembedding of every position
 dominates the cost of a forward pass. ``response_logprobs`` runs the model with whatever hooks are
 active, so inside ``steer(...)`` it scores under the steered model.
+
+**Shared prompts.** An MCQ question scores 4-5 options after one prompt, and patching scores each
+option after the same prompt at every layer. Causal attention means the prompt's keys and values do
+not depend on what follows, so they are computed once per distinct prompt and reused by every row
+that continues it (TransformerLens' ``TransformerLensKeyValueCache``, frozen). A batch is split at
+the prompt's *last* token (``SharedPrefixBatch``): the *prefix* (the prompt without its last token,
+once per prompt, left-padded) runs once and fills the cache; the *suffix* (the last prompt token,
+then the response, right-padded) runs per row against it. Left-padding the prefixes keeps every
+row's real tokens contiguous, so relative positions, rotary angles (TransformerLens derives them
+from the attention mask) and sliding windows are those of the unpadded sequence: the numbers equal
+the plain computation's (``tests/test_logprobs.py``, float64 to 1e-10 on a Gemma-like model with
+sliding windows).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 
 def tokenize_prompt(model: HookedTransformer, prompt: str) -> Int[torch.Tensor, "pos"]:
@@ -181,12 +195,128 @@ def final_residual(model: HookedTransformer, tokens: Int[torch.Tensor, "batch po
                  stop_at_layer=model.cfg.n_layers)
 
 
+def masked_response_logprobs(
+    model: HookedTransformer,
+    final_residual: Float[torch.Tensor, "batch pos d_model"],
+    tokens: Int[torch.Tensor, "batch pos"],
+    response_mask: Bool[torch.Tensor, "batch pos"],
+    unembedding: Float[torch.Tensor, "d_vocab d_model"] | None = None,
+) -> Float[torch.Tensor, "batch"]:
+    """Summed log-prob of the tokens where ``response_mask`` is True, each read from the residual
+    one position before it: only those positions go through ``unembed_logprobs``."""
+    predicting = torch.zeros_like(response_mask)
+    predicting[:, :-1] = response_mask[:, 1:]
+    rows, positions = predicting.nonzero(as_tuple=True)
+    token_logprobs = unembed_logprobs(model, final_residual[rows, positions],
+                                      tokens[rows, positions + 1], unembedding)
+    return sum_per_row(token_logprobs, rows, tokens.shape[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Shared prompts: each distinct prompt runs once, its keys and values serve all its responses
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SharedPrefixBatch:
+    """``prompt + response`` rows split at the prompt's last token.
+
+    ``prefix_tokens`` holds each distinct prompt without its last token, once, left-padded
+    (``prefix_mask`` 0 at padding); row ``r`` continues prefix ``prompt_index[r]`` with its
+    *suffix*: the prompt's last token, then the response, right-padded (``suffix_mask``). Column 0
+    of every suffix is its prompt's last token, so a patch of "the last prompt position" is a
+    patch of suffix column 0 for every row.
+    """
+
+    prefix_tokens: Int[torch.Tensor, "prompt prefix_pos"]
+    prefix_mask: Int[torch.Tensor, "prompt prefix_pos"]
+    prompt_index: Int[torch.Tensor, "row"]
+    suffix_tokens: Int[torch.Tensor, "row suffix_pos"]
+    suffix_mask: Int[torch.Tensor, "row suffix_pos"]
+
+    @property
+    def response_mask(self) -> Bool[torch.Tensor, "row suffix_pos"]:
+        """True at response tokens (suffix columns 1 .. length - 1)."""
+        mask = self.suffix_mask.bool().clone()
+        mask[:, 0] = False
+        return mask
+
+    @property
+    def attention_mask(self) -> Int[torch.Tensor, "row prefix_pos_plus_suffix_pos"]:
+        """Each row's mask over its prefix and its suffix, as the cached forward pass sees it."""
+        return torch.cat([self.prefix_mask[self.prompt_index], self.suffix_mask], dim=1)
+
+    @property
+    def n_rows(self) -> int:
+        return self.suffix_tokens.shape[0]
+
+
+def shared_prefix_batch(model: HookedTransformer, prompt_ids: Sequence[torch.Tensor],
+                        response_ids: Sequence[torch.Tensor]) -> SharedPrefixBatch:
+    """Split token-id rows (prompt with BOS, response without) into a ``SharedPrefixBatch``;
+    identical prompts share one prefix. Every prompt needs at least one token."""
+    pad = pad_token_id(model)
+    index_of: dict[tuple[int, ...], int] = {}
+    prompt_index = []
+    for ids in prompt_ids:
+        prompt_index.append(index_of.setdefault(tuple(ids.tolist()), len(index_of)))
+    prefixes = [torch.tensor(key[:-1], dtype=torch.long) for key in index_of]
+    width = max(len(prefix) for prefix in prefixes)
+    prefix_tokens = torch.full((len(prefixes), width), pad, dtype=torch.long)
+    prefix_mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+    for row, prefix in enumerate(prefixes):
+        if len(prefix):
+            prefix_tokens[row, width - len(prefix):] = prefix
+            prefix_mask[row, width - len(prefix):] = 1
+    suffixes = [torch.cat([prompt[-1:], response])
+                for prompt, response in zip(prompt_ids, response_ids, strict=True)]
+    suffix_tokens, lengths = right_pad(suffixes, pad)
+    suffix_mask = (torch.arange(suffix_tokens.shape[1]) < lengths[:, None]).long()
+    device = model.cfg.device
+    return SharedPrefixBatch(prefix_tokens.to(device), prefix_mask.to(device),
+                             torch.tensor(prompt_index, device=device), suffix_tokens.to(device),
+                             suffix_mask.to(device))
+
+
+def prefix_kv_cache(model: HookedTransformer, batch: SharedPrefixBatch
+                    ) -> TransformerLensKeyValueCache:
+    """Run every prefix once (with the active hooks) and return a frozen key/value cache with one
+    row per suffix row: ``model(suffix, past_kv_cache=cache, attention_mask=...)`` then computes
+    what the full ``prefix + suffix`` sequence would at the suffix positions."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    n_prompts = batch.prefix_tokens.shape[0]
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, n_prompts)
+    if batch.prefix_tokens.shape[1] > 0:
+        model(batch.prefix_tokens, attention_mask=batch.prefix_mask, past_kv_cache=cache,
+              stop_at_layer=model.cfg.n_layers)
+    rows = batch.prompt_index
+    for entry in cache.entries:
+        entry.past_keys = entry.past_keys[rows.to(entry.past_keys.device)]
+        entry.past_values = entry.past_values[rows.to(entry.past_values.device)]
+    cache.previous_attention_mask = batch.prefix_mask[rows].to(
+        cache.previous_attention_mask.device)
+    cache.freeze()
+    return cache
+
+
+def suffix_final_residual(model: HookedTransformer, batch: SharedPrefixBatch,
+                          cache: TransformerLensKeyValueCache | None = None
+                          ) -> Float[torch.Tensor, "row suffix_pos d_model"]:
+    """The residual stream after the last block at every suffix position (``cache`` from
+    ``prefix_kv_cache``; made here when not given)."""
+    cache = prefix_kv_cache(model, batch) if cache is None else cache
+    return model(batch.suffix_tokens, attention_mask=batch.suffix_mask, past_kv_cache=cache,
+                 stop_at_layer=model.cfg.n_layers)
+
+
 def response_logprobs(
     model: HookedTransformer,
     prompts: list[str],
     responses: list[str],
     *,
     batch_size: int = 8,
+    share_prompts: bool = True,
 ) -> tuple[Float[torch.Tensor, "batch"], Int[torch.Tensor, "batch"]]:
     """Summed log π(response | prompt) over the response tokens, and the number of those tokens.
 
@@ -194,6 +324,11 @@ def response_logprobs(
     boundary). Runs under whatever hooks are active on ``model`` (so inside ``steer(...)`` it scores
     the steered model); no gradient. Sequences are batched by length to limit padding; results
     come back in input order. An empty response scores 0 with 0 tokens.
+
+    With ``share_prompts`` (default) each distinct prompt of a batch runs once and its keys and
+    values serve every response that follows it (``SharedPrefixBatch``); a batch then holds
+    ``batch_size`` distinct prompts with all their responses. The numbers are the plain
+    computation's (``share_prompts=False``), as tested.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -205,6 +340,10 @@ def response_logprobs(
     pad = pad_token_id(model)
     # transposing W_U once pays for itself beyond a few hundred scored tokens
     unembedding = unembedding_matrix(model) if int(counts.sum()) >= 256 else None
+    if share_prompts:
+        _shared_prompt_totals(model, prompt_ids, response_ids, order, batch_size, unembedding,
+                              totals)
+        return totals, counts
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
@@ -221,3 +360,25 @@ def response_logprobs(
             )
             totals[chunk] = sum_per_row(token_logprobs, rows, len(chunk)).cpu().to(totals.dtype)
     return totals, counts
+
+
+def _shared_prompt_totals(model: HookedTransformer, prompt_ids: Sequence[torch.Tensor],
+                          response_ids: Sequence[torch.Tensor], order: Sequence[int],
+                          batch_size: int, unembedding: torch.Tensor | None,
+                          totals: torch.Tensor) -> None:
+    """``response_logprobs``' shared-prompt path: fills ``totals`` in place, ``batch_size``
+    distinct prompts (with all their non-empty responses) per forward pass."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i in order:
+        if len(response_ids[i]):
+            groups.setdefault(tuple(prompt_ids[i].tolist()), []).append(i)
+    chunks = list(groups.values())
+    with torch.no_grad():
+        for start in range(0, len(chunks), max(1, batch_size)):
+            rows = [i for chunk in chunks[start:start + max(1, batch_size)] for i in chunk]
+            batch = shared_prefix_batch(model, [prompt_ids[i] for i in rows],
+                                        [response_ids[i] for i in rows])
+            resid = suffix_final_residual(model, batch)
+            sums = masked_response_logprobs(model, resid, batch.suffix_tokens,
+                                            batch.response_mask, unembedding)
+            totals[rows] = sums.cpu().to(totals.dtype)

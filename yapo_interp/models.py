@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from yapo_interp.io import write_text
+
 if TYPE_CHECKING:  # imported lazily at run time: both are slow to import
     from sae_lens import SAE
     from transformer_lens import HookedTransformer
@@ -192,13 +194,35 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK_BYTES = 16, 1 << 16
+
+
+def _fingerprint(path: Path) -> str:
+    """sha256 of ``FINGERPRINT_BLOCKS`` blocks of 64 KiB spread evenly over the file (the whole
+    file when it is smaller): 1 MiB read instead of 1.1 GB, milliseconds instead of seconds."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as handle:
+        if size <= FINGERPRINT_BLOCKS * FINGERPRINT_BLOCK_BYTES:
+            digest.update(handle.read())
+        else:
+            stride = (size - FINGERPRINT_BLOCK_BYTES) // (FINGERPRINT_BLOCKS - 1)
+            for block in range(FINGERPRINT_BLOCKS):
+                handle.seek(block * stride)
+                digest.update(handle.read(FINGERPRINT_BLOCK_BYTES))
+    return digest.hexdigest()
+
+
 MANIFEST = "yapo_manifest.json"
+VERIFY_ENV = "YAPO_INTERP_VERIFY_CACHE"
 
 
 def write_manifest(folder: Path, *, source: str) -> None:
-    """Record size and sha256 of every file in ``folder``; written last, it marks the cache done."""
+    """Record size, modification time, sampled fingerprint and sha256 of every file in
+    ``folder``; written last, it marks the cache done."""
     files = {
-        path.name: {"size": path.stat().st_size, "sha256": _sha256(path)}
+        path.name: {"size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns,
+                    "fingerprint": _fingerprint(path), "sha256": _sha256(path)}
         for path in sorted(folder.iterdir())
         if path.is_file() and path.name != MANIFEST
     }
@@ -207,12 +231,19 @@ def write_manifest(folder: Path, *, source: str) -> None:
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 
-def _cache_problem(folder: Path) -> str | None:
+def _cache_problem(folder: Path, *, verify: bool | None = None) -> str | None:
     """Why the cached conversion in ``folder`` cannot be used, or None when it is intact.
 
-    The manifest is written last during conversion and records the size and sha256 of every
-    file, so a half-written or corrupted cache is caught here rather than loaded.
+    The manifest is written last during conversion, so a half-written cache has none. Each file
+    must then have its recorded size. On the normal path a file whose modification time is the
+    recorded one is checked by its sampled ``_fingerprint`` (1 MiB read); a file touched since,
+    one from an older manifest, and every file when ``verify`` (or ``$YAPO_INTERP_VERIFY_CACHE``
+    = 1) is set, are checked by their full sha256 (3 s for the 1.1 GB weights). The trade-off:
+    bytes rotting on disk outside the sampled blocks with the file's time unchanged are caught
+    only by a verifying load.
     """
+    if verify is None:
+        verify = os.environ.get(VERIFY_ENV, "") not in ("", "0")
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         return "no manifest (conversion never finished)"
@@ -228,9 +259,29 @@ def _cache_problem(folder: Path) -> str | None:
             return f"missing {name}"
         if path.stat().st_size != expected["size"]:
             return f"{name} has the wrong size"
-        if _sha256(path) != expected["sha256"]:
+        quick = (not verify and "fingerprint" in expected
+                 and path.stat().st_mtime_ns == expected.get("mtime_ns"))
+        if quick and _fingerprint(path) != expected["fingerprint"]:
+            return f"{name} is corrupted (fingerprint mismatch)"
+        if not quick and _sha256(path) != expected["sha256"]:
             return f"{name} is corrupted (sha256 mismatch)"
     return None
+
+
+def _record_fast_check(folder: Path) -> None:
+    """After a full check passed, store each file's current time and fingerprint in the manifest
+    (when missing or stale), so the next load takes the fast path."""
+    manifest_path = folder / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    stale = {name: entry for name, entry in manifest.get("files", {}).items()
+             if entry.get("mtime_ns") != (folder / name).stat().st_mtime_ns
+             or "fingerprint" not in entry}
+    if not stale:
+        return
+    for name, entry in stale.items():
+        entry.update(mtime_ns=(folder / name).stat().st_mtime_ns,
+                     fingerprint=_fingerprint(folder / name))
+    write_text(manifest_path, json.dumps(manifest, indent=2))
 
 
 def convert_embedded(target: Path) -> None:
@@ -282,6 +333,7 @@ def ensure_embedded_model() -> Path:
     folder = embedded_model_dir()
     problem = _cache_problem(folder)
     if problem is None:
+        _record_fast_check(folder)
         return folder
     if folder.exists():
         print(f"[yapo_interp] rebuilding the model cache in {folder}: {problem}", file=sys.stderr)

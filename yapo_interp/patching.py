@@ -57,8 +57,10 @@ from tqdm.auto import tqdm
 from yapo_interp.cli import add_common_args, check_run_args, model_name, run_cli, set_seed
 from yapo_interp.errors import UserError
 from yapo_interp.io import append_jsonl, read_json, read_jsonl, run_info, write_json, write_table
-from yapo_interp.logprobs import (pad_token_id, right_pad, sum_per_row, tokenize_prompt,
-                                  tokenize_response, unembed_logprobs, unembedding_matrix)
+from yapo_interp.logprobs import (SharedPrefixBatch, masked_response_logprobs, pad_token_id,
+                                  prefix_kv_cache, right_pad, shared_prefix_batch,
+                                  tokenize_prompt, tokenize_response, unembed_logprobs,
+                                  unembedding_matrix)
 
 SITES = {
     "resid_pre": "hook_resid_pre",
@@ -105,25 +107,15 @@ def tokenize_prompt_response(model, prompts: Sequence[str], responses: Sequence[
                                (prompt_lengths - 1).to(device))
 
 
-def response_logprobs_from_residual(
-    model,
-    final_residual: Float[Tensor, "batch pos d_model"],
-    tokens: Int[Tensor, "batch pos"],
-    response_mask: Bool[Tensor, "batch pos"],
-    unembedding: Float[Tensor, "d_vocab d_model"] | None = None,
-) -> Float[Tensor, "batch"]:
-    """Summed log-prob of the response tokens, unembedding only the positions that predict them.
-
-    The unembedding of Gemma's 262k-token vocabulary dominates a forward pass on a CPU; only
-    positions ``t-1`` for response tokens ``t`` are needed, so only those go through
-    ``logprobs.unembed_logprobs`` (final norm, unembedding, logit soft-cap, as the model does).
-    """
-    predicting = torch.zeros_like(response_mask)
-    predicting[:, :-1] = response_mask[:, 1:]
-    rows, positions = predicting.nonzero(as_tuple=True)
-    token_logprobs = unembed_logprobs(model, final_residual[rows, positions],
-                                      tokens[rows, positions + 1], unembedding)
-    return sum_per_row(token_logprobs, rows, tokens.shape[0])
+def tokenize_shared_prefix(model, prompts: Sequence[str], responses: Sequence[str]
+                           ) -> SharedPrefixBatch:
+    """``tokenize_prompt_response``'s rows as a ``SharedPrefixBatch``: each distinct prompt once
+    (without its last token), each row's suffix = the prompt's last token + the response."""
+    for prompt, response in zip(prompts, responses, strict=True):
+        if not tokenize_response(model, response).numel():
+            raise UserError(f"Empty response for prompt {prompt[:60]!r}: every option needs text.")
+    return shared_prefix_batch(model, [tokenize_prompt(model, prompt) for prompt in prompts],
+                               [tokenize_response(model, response) for response in responses])
 
 
 def first_token_logprobs_from_residual(
@@ -159,23 +151,34 @@ def patched_final_residual(
     patch_mask: Bool[Tensor, "batch pos"],
     source: Float[Tensor, "batch pos d_model"],
     resid_pre: Float[Tensor, "batch pos d_model"] | None = None,
+    past_kv_cache=None,
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
 ) -> Float[Tensor, "batch pos d_model"]:
     """Run ``tokens`` with the activation at ``site`` of ``layer`` overwritten by ``source``
     wherever ``patch_mask`` is True, and return the residual stream after the last block.
 
     With ``resid_pre`` (the clean run's residual stream entering ``layer``), blocks below ``layer``
-    are not recomputed: causal attention and the layer order make their outputs identical.
+    are not recomputed: causal attention and the layer order make their outputs identical. With
+    ``past_kv_cache`` (a frozen ``logprobs.prefix_kv_cache``), ``tokens`` are the suffixes of a
+    ``SharedPrefixBatch`` (``attention_mask`` their mask) and the prefix is not recomputed either.
     """
 
     def overwrite(activation, hook):
         return torch.where(patch_mask[..., None], source.to(activation.dtype), activation)
 
+    cached = {}
+    if past_kv_cache is not None:
+        cached = {"past_kv_cache": past_kv_cache, "attention_mask": attention_mask}
+        if resid_pre is not None:  # past start_at_layer the mask covers prefix + suffix
+            cached["attention_mask"] = torch.cat(
+                [past_kv_cache.previous_attention_mask.to(attention_mask.device), attention_mask],
+                dim=1)
     hook = (site_hook_name(layer, site), overwrite)
     with torch.no_grad(), model.hooks(fwd_hooks=[hook]):
         if resid_pre is None:
-            return model(tokens, stop_at_layer=model.cfg.n_layers)
+            return model(tokens, stop_at_layer=model.cfg.n_layers, **cached)
         return model(resid_pre, start_at_layer=layer, stop_at_layer=model.cfg.n_layers,
-                     tokens=tokens)
+                     tokens=tokens, **cached)
 
 
 def last_token_patch(
@@ -205,10 +208,36 @@ class PatchingScores:
     patched_first: Float[Tensor, "layer batch"] | None = None
 
 
+@dataclass
+class _Runnable:
+    """What a patching pass runs for one batch kind: the tokens, where the responses and the last
+    prompt token are in them, and the forward-pass arguments (prefix cache and mask, if shared)."""
+
+    tokens: Int[Tensor, "batch pos"]
+    response_mask: Bool[Tensor, "batch pos"]
+    last_prompt_position: Int[Tensor, "batch"]
+    kv_cache: object | None = None
+    attention_mask: Int[Tensor, "batch pos"] | None = None
+
+    @classmethod
+    def of(cls, model, batch: PromptResponseBatch | SharedPrefixBatch) -> _Runnable:
+        if isinstance(batch, PromptResponseBatch):
+            return cls(batch.tokens, batch.response_mask, batch.last_prompt_position)
+        column_0 = torch.zeros(batch.n_rows, dtype=torch.long, device=batch.suffix_tokens.device)
+        return cls(batch.suffix_tokens, batch.response_mask, column_0,
+                   prefix_kv_cache(model, batch), batch.suffix_mask)
+
+    def run_with_cache(self, model, names: set[str]):
+        cached = ({} if self.kv_cache is None
+                  else {"past_kv_cache": self.kv_cache, "attention_mask": self.attention_mask})
+        return model.run_with_cache(self.tokens, stop_at_layer=model.cfg.n_layers,
+                                    names_filter=lambda name: name in names, **cached)
+
+
 def patch_last_token_scores(
     model,
-    localized: PromptResponseBatch,
-    nonlocalized: PromptResponseBatch,
+    localized: PromptResponseBatch | SharedPrefixBatch,
+    nonlocalized: PromptResponseBatch | SharedPrefixBatch,
     *,
     layers: Sequence[int],
     site: str = "resid_post",
@@ -216,42 +245,44 @@ def patch_last_token_scores(
     """Response log-probs of the non-localized rows, clean and with the localized prompt's
     last-token activation at ``site`` patched in at each of ``layers`` (appendix B).
 
-    Row ``i`` of ``localized`` and ``nonlocalized`` must hold the same response.
+    Row ``i`` of ``localized`` and ``nonlocalized`` must hold the same response. Both batches are
+    ``PromptResponseBatch`` (every row runs its whole sequence) or both ``SharedPrefixBatch``
+    (each prompt's tokens before the patched one run once; every patched run executes only the
+    patched position and the response, from ``layer`` up): the same numbers, as tested.
     """
-    n_layers = model.cfg.n_layers
+    if type(localized) is not type(nonlocalized):
+        raise TypeError("localized and nonlocalized must be the same kind of batch")
     site_names = {site_hook_name(layer, site) for layer in layers}
     pre_names = {f"blocks.{layer}.hook_resid_pre" for layer in layers}
-    rows = torch.arange(localized.tokens.shape[0])
     unembedding = unembedding_matrix(model)  # made once, reused by all 2 + len(layers) scorings
     with torch.no_grad():
-        source_final, source_cache = model.run_with_cache(
-            localized.tokens, stop_at_layer=n_layers, names_filter=lambda name: name in site_names)
-        target_final, target_cache = model.run_with_cache(
-            nonlocalized.tokens, stop_at_layer=n_layers, names_filter=lambda name: name in pre_names)
-        scores_localized = response_logprobs_from_residual(
-            model, source_final, localized.tokens, localized.response_mask, unembedding)
-        scores_clean = response_logprobs_from_residual(
-            model, target_final, nonlocalized.tokens, nonlocalized.response_mask, unembedding)
+        source, target = _Runnable.of(model, localized), _Runnable.of(model, nonlocalized)
+        source_final, source_cache = source.run_with_cache(model, site_names)
+        target_final, target_cache = target.run_with_cache(model, pre_names)
 
-        def first(final, batch):
-            return first_token_logprobs_from_residual(model, final, batch.tokens,
-                                                      batch.last_prompt_position, unembedding)
+        def scores(final, run):
+            return masked_response_logprobs(model, final, run.tokens, run.response_mask,
+                                            unembedding)
 
-        localized_first, clean_first = first(source_final, localized), first(target_final,
-                                                                              nonlocalized)
+        def first(final, run):
+            return first_token_logprobs_from_residual(model, final, run.tokens,
+                                                      run.last_prompt_position, unembedding)
+
+        rows = torch.arange(source.tokens.shape[0], device=source.tokens.device)
         patched, patched_first = [], []
         for layer in layers:
-            values = source_cache[site_hook_name(layer, site)][rows, localized.last_prompt_position]
-            mask, source = last_token_patch(*nonlocalized.tokens.shape,
-                                            nonlocalized.last_prompt_position, values)
+            values = source_cache[site_hook_name(layer, site)][rows, source.last_prompt_position]
+            mask, values_at = last_token_patch(*target.tokens.shape, target.last_prompt_position,
+                                               values)
             final = patched_final_residual(
-                model, nonlocalized.tokens, layer=layer, site=site, patch_mask=mask,
-                source=source, resid_pre=target_cache[f"blocks.{layer}.hook_resid_pre"])
-            patched.append(response_logprobs_from_residual(
-                model, final, nonlocalized.tokens, nonlocalized.response_mask, unembedding))
-            patched_first.append(first(final, nonlocalized))
-    return PatchingScores(scores_clean, scores_localized, torch.stack(patched), list(layers),
-                          clean_first, localized_first, torch.stack(patched_first))
+                model, target.tokens, layer=layer, site=site, patch_mask=mask, source=values_at,
+                resid_pre=target_cache[f"blocks.{layer}.hook_resid_pre"],
+                past_kv_cache=target.kv_cache, attention_mask=target.attention_mask)
+            patched.append(scores(final, target))
+            patched_first.append(first(final, target))
+    return PatchingScores(scores(target_final, target), scores(source_final, source),
+                          torch.stack(patched), list(layers), first(target_final, target),
+                          first(source_final, source), torch.stack(patched_first))
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,6 +304,7 @@ class PatchingConfig:
     dataset: str | None = None  # None: the shipped cultural set
     seed: int = 0
     model: str = "embedded"
+    share_prompts: bool = True  # each prompt's unpatched prefix runs once (same numbers, faster)
 
 
 @dataclass(frozen=True)
@@ -328,7 +360,7 @@ def patching_pairs(items, countries: Sequence[str], pairs_per_country: int, seed
 
 
 def score_pairs(model, pairs: Sequence[PatchingPair], layers: Sequence[int], site: str,
-                score: str = "mean") -> list[dict]:
+                score: str = "mean", share_prompts: bool = True) -> list[dict]:
     """Patch a batch of pairs at every layer; one record per (pair, layer) with option probs.
 
     ``score="mean"`` turns each option's mean token log-prob into probabilities over the options
@@ -342,11 +374,10 @@ def score_pairs(model, pairs: Sequence[PatchingPair], layers: Sequence[int], sit
         localized_prompts += [pair.localized_prompt] * len(pair.options)
         nonlocalized_prompts += [pair.nonlocalized_prompt] * len(pair.options)
         responses += list(pair.options)
-    nonlocalized = tokenize_prompt_response(model, nonlocalized_prompts, responses)
-    scores = patch_last_token_scores(
-        model, tokenize_prompt_response(model, localized_prompts, responses), nonlocalized,
-        layers=layers, site=site,
-    )
+    tokenize = tokenize_shared_prefix if share_prompts else tokenize_prompt_response
+    nonlocalized = tokenize(model, nonlocalized_prompts, responses)
+    scores = patch_last_token_scores(model, tokenize(model, localized_prompts, responses),
+                                     nonlocalized, layers=layers, site=site)
     lengths = nonlocalized.response_mask.sum(-1).to(scores.clean.dtype)
     divisor = lengths if score == "mean" else torch.ones_like(lengths)
     records, start = [], 0
@@ -541,7 +572,8 @@ def run_patching(model, items, config: PatchingConfig, out_dir: Path | None = No
     with tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="patching pairs",
               unit="pair", disable=not progress) as bar:
         for batch in batches:
-            new = score_pairs(model, batch, layers, config.site, config.score)
+            new = score_pairs(model, batch, layers, config.site, config.score,
+                              config.share_prompts)
             records += new
             if partial is not None:
                 for record in new:

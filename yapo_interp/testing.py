@@ -55,6 +55,28 @@ def tiny_model(seed: int = 0, n_layers: int = 3, d_model: int = 32):
     return model
 
 
+def gemma_like_model(window_size: int = 64, dtype=torch.float64, seed: int = 1):
+    """A tiny model with Gemma 3's features: rotary positions, RMSNorm, gated MLP, grouped-query
+    attention, q/k norms and alternating local (sliding-window) / global attention; float64 by
+    default, so fast paths can be compared with the plain computation to 1e-10."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    tokenizer = char_tokenizer()
+    cfg = HookedTransformerConfig(
+        n_layers=4, d_model=32, d_head=8, n_heads=4, n_key_value_heads=2, d_mlp=64,
+        d_vocab=len(tokenizer), n_ctx=256, act_fn="gelu_pytorch_tanh", normalization_type="RMS",
+        positional_embedding_type="rotary", rotary_dim=8, gated_mlp=True, use_qk_norm=True,
+        use_local_attn=True, attn_types=["local", "global", "local", "global"],
+        window_size=window_size, seed=seed, default_prepend_bos=True,
+        model_name="tiny-gemma-like", original_architecture="Gemma3ForCausalLM", dtype=dtype,
+    )
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
 def tiny_sae(model, layer: int = 1, d_sae: int = 64, seed: int = 0, architecture: str = "standard"):
     """A random SAELens SAE on ``blocks.{layer}.hook_resid_post`` of ``model``.
 
