@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from sae_lens import SAE
     from transformer_lens import HookedTransformer
 
-    from yapo_interp.attribution import FeatureLogits
+    from yapo_interp.attribution.explain import FeatureLogits
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,8 @@ def feature_statistics(
     ``after`` after; the ``n_contexts`` prompts with the largest maxima are kept (only those where
     the feature fires).
     """
-    from yapo_interp.attribution import _layer_activations, _token_strings, _tokenize
+    # imported here: the attribution imports this module at its top
+    from yapo_interp.attribution.activations import _layer_activations, _token_strings, _tokenize
 
     features = list(dict.fromkeys(int(f) for f in features))
     if any(not 0 <= f < sae.cfg.d_sae for f in features):
