@@ -626,3 +626,71 @@ def test_cli_checks_stability_runs_against_the_questions_they_saw(model, tmp_pat
     with pytest.raises(UserError, match="saw 1 of the evaluated questions"):
         main(["--country", "usa", "--dataset", str(dataset), "--split", "all", "--no-baseline",
               "--stability", str(run), "--out", str(tmp_path / "out")])
+
+
+# ------------------------------------------------------------ the stage as a function (issue 16)
+
+
+def test_run_evaluate_from_a_config_writes_what_the_command_writes(model, tmp_path, monkeypatch):
+    """``run_evaluate(model, EvaluateConfig(...), out)`` — no argv — gives the same files as
+    ``python -m yapo_interp.evaluate`` with the matching flags."""
+    import yapo_interp.models
+    from yapo_interp.evaluate import EvaluateConfig, build_parser, run_evaluate
+
+    dataset = _cli_dataset(tmp_path)
+    vector_from_tensor("bipo", 1, torch.randn(model.cfg.d_model), model, country="usa",
+                       setting="both").save(tmp_path / "v")
+    argv = ["--country", "usa", "uk", "--dataset", str(dataset), "--split", "all",
+            "--max-items", "2", "--vectors", str(tmp_path / "v"), "--multipliers", "1", "2",
+            "--bootstrap", "10"]
+    monkeypatch.setattr(yapo_interp.models, "load_model", lambda name, device="cpu": model)
+    assert main(argv + ["--out", str(tmp_path / "cli")]) == 0
+    config = EvaluateConfig(countries=("usa", "uk"), vectors=(str(tmp_path / "v"),),
+                            multipliers=(1.0, 2.0), split="all", dataset=str(dataset),
+                            max_items=2, scoring=EvalConfig(style="auto", n_bootstrap=10))
+    assert EvaluateConfig.from_args(build_parser().parse_args(argv)) == config
+    result = run_evaluate(model, config, tmp_path / "fn")
+    assert result.unscored is None and set(result.files) >= {"table1_mcq", "settings"}
+    for name in ("mcq_instances.csv", "scores.csv", "table1_mcq.md", "differences.csv"):
+        assert (tmp_path / "fn" / name).read_text() == (tmp_path / "cli" / name).read_text()
+    written = [json.loads((tmp_path / out / "settings.json").read_text())["settings"]
+               for out in ("cli", "fn")]
+    for settings in written:
+        settings.pop("files")
+    assert written[0] == written[1] and written[0]["config"]["style"] == "completion"
+
+
+def test_the_sae_of_a_vector_is_found_in_one_order(tmp_path):
+    """``sae_spec``: --sae, then the SAE folder in the vector's metadata, then its release, then
+    the preset's SAE at the vector's layer; with none of them, one line asking for --sae."""
+    from types import SimpleNamespace
+
+    from yapo_interp.errors import UserError
+    from yapo_interp.models import get_preset
+    from yapo_interp.vectors import sae_spec
+
+    folder = tmp_path / "sae"
+    folder.mkdir()
+    preset = get_preset("paper")
+
+    def vector(**sae):
+        return SimpleNamespace(metadata={"sae": sae}, layer=3, method="yapo")
+
+    both = vector(path=str(folder), release="rel", id="x")
+    assert sae_spec(both, sae_override="other", sae_id="y", preset=preset) == ("other", "y", 3)
+    assert sae_spec(both, preset=preset) == (str(folder), None, None)
+    gone = vector(path=str(tmp_path / "gone"), release="rel", id="x")
+    assert sae_spec(gone, preset=preset) == ("rel", "x", 3)
+    assert sae_spec(vector(path=str(tmp_path / "gone")), preset=preset) == (
+        *preset.sae_for_layer(3), 3)
+    with pytest.raises(UserError, match="pass --sae"):
+        sae_spec(vector())
+
+
+def test_python_m_yapo_interp_evaluate_still_runs():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "yapo_interp.evaluate", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage: python -m yapo_interp.evaluate" in done.stdout

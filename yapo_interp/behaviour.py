@@ -599,7 +599,7 @@ def write_outputs(out: Path, frame: pd.DataFrame, summary: pd.DataFrame,
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from yapo_interp.evaluate import VectorLoader, resolve_vector_path
+    from yapo_interp.vectors import VectorLoader, resolve_vector_path
     from yapo_interp.models import load_model
     from yapo_interp.steering import SteeringVector
 

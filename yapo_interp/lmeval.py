@@ -99,7 +99,7 @@ class SteeredLM(LM):
 
         if all(isinstance(vector, SteeringVector) for vector in vectors):
             return vectors, saes
-        from yapo_interp.evaluate import VectorLoader
+        from yapo_interp.vectors import VectorLoader
         from yapo_interp.models import get_preset
 
         loader = VectorLoader(self.model, preset=get_preset(preset))
