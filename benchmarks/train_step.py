@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.memory import PeakMemory  # noqa: E402
 from yapo_interp.data import PreferencePair  # noqa: E402
 from yapo_interp.objective import (  # noqa: E402
     FastPath,
@@ -55,35 +55,6 @@ SYNTHETIC = [  # used when the cultural data cannot be loaded: fixed multilingua
     ("मैं भारत से हूँ और आज दिवाली है। पूरा परिवार घर पर इकट्ठा हुआ है और हम शाम को मिठाई बाँटते "
      "हैं। हम आमतौर पर कौन सी मिठाई बनाते हैं?\nउत्तर:", " लड्डू और बर्फी।", " चॉकलेट केक।"),
 ]
-
-
-class PeakMemory:
-    """Samples this process's resident set size in a background thread."""
-
-    def __init__(self, interval: float = 0.005) -> None:
-        self.interval, self.peak, self._running = interval, 0, False
-
-    @staticmethod
-    def rss() -> int:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _loop(self) -> None:
-        while self._running:
-            self.peak = max(self.peak, self.rss())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakMemory:
-        self.start = self.peak = self.rss()
-        self._running = True
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._running = False
-        self._thread.join()
-        self.peak = max(self.peak, self.rss())
 
 
 def load_pairs(n: int) -> tuple[list[PreferencePair], str]:

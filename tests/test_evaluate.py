@@ -694,3 +694,28 @@ def test_python_m_yapo_interp_evaluate_still_runs():
     done = subprocess.run([sys.executable, "-m", "yapo_interp.evaluate", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "usage: python -m yapo_interp.evaluate" in done.stdout
+
+
+def test_loglik_scoring_with_shared_prompts_equals_the_plain_path(model):
+    """Each question's prompt runs once for all its options: every option log-prob, prediction
+    and graded score is the plain computation's."""
+    from yapo_interp.data import CulturalItem, Option
+    from yapo_interp.evaluate import score_loglik
+
+    items = [CulturalItem(
+        id=f"q{i}-egypt", question_id=f"q{i}", language="arabic", country="egypt",
+        topic="food", localized_prompt=f"I am from Egypt. Question {i}: what is for breakfast?",
+        nonlocalized_prompt=f"Ezayak, question {i}: breakfast?",
+        options=(Option(country="egypt", text=" ful medames"),
+                 Option(country="morocco", text=" msemen"),
+                 Option(country="western", text=" eggs and bacon" + "!" * i)), answer=0)
+        for i in range(3)]
+    plain = score_loglik(model, items, batch_size=2, progress=False, share_prompts=False)
+    shared = score_loglik(model, items, batch_size=2, progress=False)
+    assert len(plain) == len(shared) == 6
+    for a, b in zip(plain, shared):
+        assert a["prediction"] == b["prediction"] and a["item_id"] == b["item_id"]
+        assert b["margin"] == pytest.approx(a["margin"], abs=1e-5)
+        assert b["p_correct"] == pytest.approx(a["p_correct"], abs=1e-5)
+        assert json.loads(b["option_logprob_sum"]) == pytest.approx(
+            json.loads(a["option_logprob_sum"]), abs=2e-4)  # stored rounded to 4 decimals

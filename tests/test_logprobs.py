@@ -93,3 +93,12 @@ def test_shared_prefix_batch_puts_the_last_prompt_token_in_column_0(model):
     assert batch.response_mask.sum(-1).tolist() == [1, 2, 1]
     # left-padded prefixes: the shorter prompt's padding comes first
     assert batch.prefix_mask.tolist() == [[1, 1, 1], [0, 1, 1]]
+
+
+def test_unembedding_in_chunks_changes_no_number(model):
+    resid = torch.randn(37, model.cfg.d_model, generator=torch.Generator().manual_seed(1))
+    targets = torch.randint(0, model.cfg.d_vocab, (37,), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        whole = logprobs.unembed_logprobs(model, resid, targets, chunk=None)
+        chunked = logprobs.unembed_logprobs(model, resid, targets, chunk=5)
+    assert torch.equal(whole, chunked) and whole.shape == (37,)

@@ -163,17 +163,28 @@ def final_logits(
     return apply_softcap(unembed.hook_out(logits), model.cfg.output_logits_soft_cap)
 
 
+UNEMBED_CHUNK = 256  # rows unembedded at once without gradient (bounds the logits' memory)
+
+
 def unembed_logprobs(
     model: HookedTransformer,
     resid_final: Float[torch.Tensor, "n d_model"],
     targets: Int[torch.Tensor, "n"],
     unembedding: Float[torch.Tensor, "d_vocab d_model"] | None = None,
+    *,
+    chunk: int | None = UNEMBED_CHUNK,
 ) -> Float[torch.Tensor, "n"]:
     """log softmax(unembed(ln_final(h)))[target] for a set of final residual vectors.
 
     This is exactly what ``HookedTransformer.forward`` does after its last block (final norm,
-    unembedding, logit soft-capping), applied only to the positions we need.
+    unembedding, logit soft-capping), applied only to the positions we need. Without gradient,
+    rows go ``chunk`` at a time, so the ``[rows, d_vocab]`` logits never exceed ``chunk`` rows
+    (256 rows of Gemma's 262k-token vocabulary: 256 MiB); each row's number is unchanged.
     """
+    if chunk is not None and len(resid_final) > chunk and not torch.is_grad_enabled():
+        return torch.cat([unembed_logprobs(model, resid_final[start:start + chunk],
+                                           targets[start:start + chunk], unembedding, chunk=None)
+                          for start in range(0, len(resid_final), chunk)])
     logits = final_logits(model, resid_final, unembedding)
     # cross-entropy = −log softmax(logits)[target], fused: its backward never materialises the
     # one-hot gather gradient over the vocabulary.

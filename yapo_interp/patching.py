@@ -54,13 +54,19 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from yapo_interp.cli import add_common_args, check_run_args, model_name, run_cli, set_seed
+from yapo_interp import models  # load_model through the module: tests patch it there
+from yapo_interp.cli import add_common_args, check_run_args, model_name, run_cli
+from yapo_interp.data import format_prompt, format_response, load_cultural, resolve_countries
+from yapo_interp.data.countries import DISPLAY_NAMES, WESTERN
 from yapo_interp.errors import UserError
 from yapo_interp.io import append_jsonl, read_json, read_jsonl, run_info, write_json, write_table
 from yapo_interp.logprobs import (SharedPrefixBatch, masked_response_logprobs, pad_token_id,
                                   prefix_kv_cache, right_pad, shared_prefix_batch,
                                   tokenize_prompt, tokenize_response, unembed_logprobs,
                                   unembedding_matrix)
+from yapo_interp.models import check_layer
+from yapo_interp.seeding import set_seed
+from yapo_interp.style import ANSWER_COLORS, save_figure
 
 SITES = {
     "resid_pre": "hook_resid_pre",
@@ -325,16 +331,12 @@ class PatchingPair:
 
     @property
     def western_index(self) -> int:
-        from yapo_interp.data.countries import WESTERN
-
         return self.option_labels.index(WESTERN)
 
 
 def patching_pairs(items, countries: Sequence[str], pairs_per_country: int, seed: int,
                    prompt_style: str = "completion", tokenizer=None) -> list[PatchingPair]:
     """Pick ``pairs_per_country`` items per country (deterministically by ``seed``)."""
-    from yapo_interp.data import format_prompt, format_response
-
     rng = np.random.default_rng(seed)
     pairs = []
     for country in countries:
@@ -475,9 +477,6 @@ def patching_figure(summary: pd.DataFrame, chosen_layer: int | None = None, titl
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from yapo_interp.data.countries import DISPLAY_NAMES
-    from yapo_interp.style import ANSWER_COLORS
-
     countries = list(dict.fromkeys(summary.country))
     fig = make_subplots(rows=1, cols=len(countries), shared_yaxes=True,
                         subplot_titles=[DISPLAY_NAMES.get(c, c) for c in countries])
@@ -542,8 +541,6 @@ def run_patching(model, items, config: PatchingConfig, out_dir: Path | None = No
     With ``out_dir``, finished batches are appended to ``partial.jsonl`` so that an interrupted run
     started again with the same settings continues where it stopped.
     """
-    from yapo_interp.models import check_layer
-
     layers = list(config.layers) if config.layers is not None else list(range(model.cfg.n_layers))
     repeated = sorted({layer for layer in layers if layers.count(layer) > 1})
     if repeated:
@@ -597,16 +594,13 @@ def json_roundtrip(value):
 
 def save_patching(result: PatchingResult, config: PatchingConfig, layers: list[int],
                   out_dir: Path) -> dict[str, Path]:
-    from yapo_interp.models import shipped_sae_layers
-    from yapo_interp.style import save_figure
-
     files = {
         "table": write_table(out_dir / "patching.csv", result.table),
         "table_parquet": write_table(out_dir / "patching.parquet", result.table),
         "summary": write_table(out_dir / "patching_summary.csv", result.summary),
     }
     effect = result.summary.groupby("layer")["effect"].mean()
-    shipped = shipped_sae_layers() if config.model == "embedded" else []
+    shipped = models.shipped_sae_layers() if config.model == "embedded" else []
     nearest = min(shipped, key=lambda layer: (abs(layer - result.chosen_layer), layer)) \
         if shipped else None
     files["chosen_layer"] = write_json(out_dir / "chosen_layer.json", {
@@ -649,15 +643,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "summed log-prob")
     parser.add_argument("--dataset", default=None,
                         help="dataset file or folder (default: the shipped cultural set)")
+    parser.add_argument("--no-shared-prompts", dest="share_prompts", action="store_false",
+                        help="run every prompt + option row in full at every layer (the plain "
+                             "reference computation; same numbers, slower)")
     add_common_args(parser, out_default="runs/patching")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from yapo_interp.data import load_cultural, resolve_countries
-    from yapo_interp.models import load_model
-
     countries = resolve_countries(args.countries)
     if args.pairs < 1:
         raise UserError("--pairs must be at least 1.")
@@ -667,11 +661,12 @@ def main(argv: list[str] | None = None) -> int:
     config = PatchingConfig(
         countries=tuple(countries), layers=tuple(args.layers) if args.layers else None,
         site=args.site, pairs_per_country=args.pairs, batch_pairs=args.batch_pairs,
-        score=args.score, dataset=args.dataset, seed=args.seed, model=model_name(args))
+        score=args.score, dataset=args.dataset, seed=args.seed, model=model_name(args),
+        share_prompts=args.share_prompts)
     items = load_cultural(args.dataset, countries=countries)
     set_seed(args.seed)
     print(f"loading {config.model} ...", file=sys.stderr)
-    model = load_model(config.model, device=args.device)
+    model = models.load_model(config.model, device=args.device)
     result = run_patching(model, items, config, out_dir=args.out)
     effect = result.summary.groupby("layer")["effect"].mean()
     print(f"chosen layer: {result.chosen_layer} "

@@ -16,7 +16,6 @@ import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
-from yapo_interp.cli import set_seed
 from yapo_interp.data import (FORMS, CulturalItem, format_prompt, format_response, mcq_prompt,
                               parse_boxed_answer)
 from yapo_interp.errors import UserError
@@ -26,6 +25,7 @@ from yapo_interp.evaluate.summaries import summarize
 from yapo_interp.judge import Judge, JudgeRequest
 from yapo_interp.logprobs import cached_unembedding, response_logprobs
 from yapo_interp.metrics import answer_margin, answer_probability
+from yapo_interp.seeding import set_seed
 from yapo_interp.vectors import VectorLoader, require_epoch_vectors
 
 if TYPE_CHECKING:
@@ -49,18 +49,20 @@ def _pairs(items: Sequence[CulturalItem], forms: Sequence[str]) -> list[tuple[An
 
 
 def option_logprobs(model: HookedTransformer, items: Sequence[CulturalItem], form: str, *,
-                    style: str = "completion", batch_size: int = 8
+                    style: str = "completion", batch_size: int = 8, share_prompts: bool = True
                     ) -> tuple[list[Float[torch.Tensor, "option"]],
                                list[Int[torch.Tensor, "option"]]]:
     """``log π(option | question)`` summed over each option's tokens, and the token counts, for
-    every option of every item (under whatever hooks are active on ``model``)."""
+    every option of every item (under whatever hooks are active on ``model``). With
+    ``share_prompts`` each question's prompt runs once for all its options (same numbers)."""
     prompts, responses = [], []
     for item in items:
         prompt = format_prompt(item.prompt(form), style=style, tokenizer=model.tokenizer)
         for option in item.options:
             prompts.append(prompt)
             responses.append(format_response(option.text, style=style))
-    totals, counts = response_logprobs(model, prompts, responses, batch_size=batch_size)
+    totals, counts = response_logprobs(model, prompts, responses, batch_size=batch_size,
+                                       share_prompts=share_prompts)
     sums, lengths, start = [], [], 0
     for item in items:
         stop = start + len(item.options)
@@ -80,7 +82,7 @@ def choose(sums: Float[torch.Tensor, "option"], counts: Int[torch.Tensor, "optio
 def score_loglik(model: HookedTransformer, items: Sequence[CulturalItem],
                  forms: Sequence[str] = FORMS, *, style: str = "completion",
                  score: str = "mean", batch_size: int = 8, progress: bool = True,
-                 desc: str = "MCQ") -> list[dict[str, Any]]:
+                 desc: str = "MCQ", share_prompts: bool = True) -> list[dict[str, Any]]:
     """One record per (item, form): option log-probabilities and the predictions by sum and by
     mean; ``score`` (0/1) is the prediction ``score`` selects; ``p_correct`` and ``margin`` are
     the graded scores of the correct option from the mean log-probs (``metrics.answer_probability``
@@ -96,7 +98,7 @@ def score_loglik(model: HookedTransformer, items: Sequence[CulturalItem],
             if not block_items:
                 continue
             sums, counts = option_logprobs(model, block_items, form, style=style,
-                                           batch_size=batch_size)
+                                           batch_size=batch_size, share_prompts=share_prompts)
             for item, option_sums, option_counts in zip(block_items, sums, counts):
                 by_sum = choose(option_sums, option_counts, "sum")
                 by_mean = choose(option_sums, option_counts, "mean")
