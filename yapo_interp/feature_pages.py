@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from yapo_interp.errors import UserError
+from yapo_interp.figures.attribution import histogram_html
 
 if TYPE_CHECKING:
     from sae_lens import SAE
@@ -157,19 +158,6 @@ def context_html(context: FeatureContext, scale: float) -> str:
     return "".join(_token_html(token, value, scale, index == context.peak)
                    for index, (token, value) in enumerate(zip(context.tokens,
                                                               context.activations)))
-
-
-def histogram_html(stats: FeatureStats) -> str:
-    """The activation histogram as a plotly ``<div>`` (plotly.js must be loaded by the page)."""
-    import plotly.graph_objects as go
-
-    figure = go.Figure(go.Histogram(x=stats.activations, nbinsx=40, marker_color="#d62728"))
-    figure.update_layout(template="yapo", height=260, width=560, margin=dict(l=50, r=20, t=30,
-                                                                            b=40),
-                         title=f"non-zero activations ({len(stats.activations)} tokens)")
-    figure.update_xaxes(title_text="activation")
-    figure.update_yaxes(title_text="tokens")
-    return figure.to_html(full_html=False, include_plotlyjs=False)
 
 
 def feature_page_html(

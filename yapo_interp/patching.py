@@ -57,8 +57,9 @@ from tqdm.auto import tqdm
 from yapo_interp import models  # load_model through the module: tests patch it there
 from yapo_interp.cli import add_common_args, check_run_args, model_name, run_cli
 from yapo_interp.data import format_prompt, format_response, load_cultural, resolve_countries
-from yapo_interp.data.countries import DISPLAY_NAMES, WESTERN
+from yapo_interp.data.countries import WESTERN
 from yapo_interp.errors import UserError
+from yapo_interp.figures import patching_figure
 from yapo_interp.io import append_jsonl, read_json, read_jsonl, run_info, write_json, write_table
 from yapo_interp.logprobs import (SharedPrefixBatch, masked_response_logprobs, pad_token_id,
                                   prefix_kv_cache, right_pad, shared_prefix_batch,
@@ -66,7 +67,7 @@ from yapo_interp.logprobs import (SharedPrefixBatch, masked_response_logprobs, p
                                   unembedding_matrix)
 from yapo_interp.models import check_layer
 from yapo_interp.seeding import set_seed
-from yapo_interp.style import ANSWER_COLORS, save_figure
+from yapo_interp.style import save_figure
 
 SITES = {
     "resid_pre": "hook_resid_pre",
@@ -464,61 +465,6 @@ def choose_layer(summary: pd.DataFrame) -> int:
     """The layer with the largest localization effect averaged over countries (ties: earliest)."""
     by_layer = summary.groupby("layer")["effect"].mean().sort_index()
     return int(by_layer.idxmax())
-
-
-# --------------------------------------------------------------------------------------------
-# Figure (paper figure 3)
-# --------------------------------------------------------------------------------------------
-
-
-def patching_figure(summary: pd.DataFrame, chosen_layer: int | None = None, title: str | None = None):
-    """One panel per country: P(country answer) and P(Western answer) across patched layers,
-    with 95% bands, the clean and localized levels as dotted lines, and the chosen layer marked."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    countries = list(dict.fromkeys(summary.country))
-    fig = make_subplots(rows=1, cols=len(countries), shared_yaxes=True,
-                        subplot_titles=[DISPLAY_NAMES.get(c, c) for c in countries])
-    for column, country in enumerate(countries, start=1):
-        rows = summary[summary.country == country].sort_values("layer")
-        for kind, label in (("country", f"{DISPLAY_NAMES.get(country, country)} answer"),
-                            ("western", "Western answer")):
-            color = ANSWER_COLORS[kind]
-            name = label if kind == "western" else "country-specific answer"
-            fig.add_trace(go.Scatter(
-                x=list(rows.layer) + list(rows.layer[::-1]),
-                y=list(rows[f"p_{kind}_high"]) + list(rows[f"p_{kind}_low"][::-1]),
-                fill="toself", fillcolor=color, opacity=0.15, line=dict(width=0),
-                hoverinfo="skip", showlegend=False), row=1, col=column)
-            fig.add_trace(go.Scatter(
-                x=rows.layer, y=rows[f"p_{kind}"], mode="lines+markers", name=name,
-                line=dict(color=color, width=2.5), legendgroup=kind, showlegend=column == 1,
-                hovertemplate=f"layer %{{x}}<br>{label}: %{{y:.3f}}<extra></extra>"),
-                row=1, col=column)
-            for level, dash, level_name in (("clean", "dot", "non-localized, unpatched"),
-                                            ("localized", "dash", "localized prompt")):
-                value = rows[f"p_{kind}_{level}"].iloc[0]
-                fig.add_trace(go.Scatter(
-                    x=[rows.layer.min(), rows.layer.max()], y=[value, value], mode="lines",
-                    line=dict(color=color, dash=dash, width=1.2),
-                    name=f"{level_name} ({'country' if kind == 'country' else 'Western'})",
-                    legendgroup=f"{kind}-{level}", showlegend=column == 1,
-                    hovertemplate=f"{level_name}: {value:.3f}<extra></extra>"), row=1, col=column)
-        if chosen_layer is not None:
-            fig.add_vline(x=chosen_layer, line=dict(color="#444", dash="dash", width=1),
-                          row=1, col=column)
-            fig.add_annotation(x=chosen_layer, y=1.0, yref="y domain", text=f"layer {chosen_layer}",
-                               showarrow=False, yshift=10, row=1, col=column)
-        fig.update_xaxes(title_text="patched layer", dtick=2, row=1, col=column)
-    fig.update_yaxes(title_text="probability among the options", rangemode="tozero", row=1, col=1)
-    site = summary.site.iloc[0]
-    fig.update_layout(
-        template="yapo", height=560, width=max(520, 460 * len(countries)),
-        title=title or f"Activation patching ({site}, last token): localized into non-localized",
-        legend=dict(orientation="h", y=-0.3, yanchor="top", x=0, xanchor="left"),
-        margin=dict(b=170))
-    return fig
 
 
 # --------------------------------------------------------------------------------------------
