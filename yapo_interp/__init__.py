@@ -2,6 +2,6 @@
 and SAELens. See README.md; the method is section 2 of the YaPO paper."""
 
 from yapo_interp.models import PRESETS, ModelLoadError, get_preset, load_model, load_sae
+from yapo_interp.version import __version__
 
 __all__ = ["PRESETS", "ModelLoadError", "get_preset", "load_model", "load_sae"]
-__version__ = "0.1.0"

@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import argparse
-import random
+import json
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from yapo_interp.models import PRESETS, ModelLoadError, Preset, get_preset
+from yapo_interp.errors import ModelLoadError, UserError
+from yapo_interp.models import (EMBEDDED, EMBEDDED_TL_NAME, PRESETS, Preset, get_preset,
+                                shipped_sae_layers)
+from yapo_interp.seeding import set_seed  # re-exported: commands import it from here too
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, out_default: str) -> None:
@@ -37,12 +41,6 @@ def preset_from_args(args: argparse.Namespace) -> Preset:
     return get_preset(args.preset)
 
 
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 # --------------------------------------------------------------------------------------------
 # Checks that run before any model is loaded: what can be known without the weights
 # --------------------------------------------------------------------------------------------
@@ -51,8 +49,6 @@ def set_seed(seed: int) -> None:
 def check_device(device: str, flag: str = "--device") -> str:
     """``device`` if torch can use it on this machine, else a one-line ``UserError`` (checked
     before the model load, which would otherwise fail after it with a torch ``AssertionError``)."""
-    from yapo_interp.errors import UserError
-
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
@@ -85,11 +81,6 @@ def check_writable(folder: str | Path, flag: str = "--out") -> Path:
     """Raise a one-line ``UserError`` unless files can be written in ``folder`` (which need not
     exist yet: its nearest existing parent must be a folder this user can write in). A temporary
     file is created and removed to find out; nothing else is written."""
-    import os
-    import tempfile
-
-    from yapo_interp.errors import UserError
-
     folder = Path(folder).expanduser()
     existing = folder
     while not existing.is_dir():
@@ -114,10 +105,6 @@ def known_n_layers(name: str) -> int | None:
     """The number of layers of model ``name`` read from its configuration alone (no weights):
     the embedded model's and TransformerLens's built-in configurations, or a local folder's
     ``config.json``. ``None`` when it cannot be known without loading (the load checks then)."""
-    import json
-
-    from yapo_interp.models import EMBEDDED, EMBEDDED_TL_NAME
-
     path = Path(name).expanduser()
     if name != EMBEDDED and path.is_dir():
         try:
@@ -141,8 +128,6 @@ def known_n_layers(name: str) -> int | None:
 def check_layers(name: str, layers: Sequence[int], flag: str = "--layer") -> None:
     """Raise a one-line ``UserError`` for a negative, repeated or out-of-range layer of model
     ``name``, from its configuration (see ``known_n_layers``), before the model is loaded."""
-    from yapo_interp.errors import UserError
-
     layers = list(layers)
     negative = [layer for layer in layers if layer < 0]
     if negative:
@@ -164,9 +149,6 @@ def check_layers(name: str, layers: Sequence[int], flag: str = "--layer") -> Non
 def check_sae_available(release: str | None, layer: int, flag: str = "--layer") -> None:
     """For the embedded SAEs (shipped with the package), a one-line ``UserError`` when none is
     shipped for ``layer``; other releases are checked when they are loaded."""
-    from yapo_interp.errors import UserError
-    from yapo_interp.models import EMBEDDED, shipped_sae_layers
-
     if release == EMBEDDED and layer not in shipped_sae_layers():
         shipped = shipped_sae_layers()
         raise UserError(f"{flag} {layer}: no SAE is shipped for layer {layer} of the embedded "
@@ -187,8 +169,6 @@ def check_run_args(args: argparse.Namespace, *, layers: Sequence[int] = (),
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
     """Run a command's ``main``; user errors print one clear line (no traceback) and exit 2."""
-    from yapo_interp.errors import UserError
-
     try:
         sys.exit(main(argv))
     except (UserError, ModelLoadError) as error:

@@ -23,7 +23,6 @@ needed for the KL (262,144 entries per position for Gemma), so texts are cut at 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 
 from yapo_interp.errors import DatasetError, UserError
-from yapo_interp.io import read_text
+from yapo_interp.io import read_jsonl_lines, read_text
+from yapo_interp.logprobs import pad_token_id, right_pad
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -66,14 +66,11 @@ def load_neutral_texts(path: str | Path | None = None, *,
         texts = [NeutralText(f"{path.stem}-{number}", "unknown", block)
                  for number, block in enumerate(blocks, 1)]
     else:
-        for line_number, line in enumerate(read_text(path).splitlines(), 1):
-            if not line.strip():
-                continue
+        for line_number, record in read_jsonl_lines(path):
             try:
-                record = json.loads(line)
                 texts.append(NeutralText(str(record["id"]), str(record.get("language", "unknown")),
                                          str(record["text"])))
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (AttributeError, KeyError, TypeError):
                 raise DatasetError(f"{path}:{line_number}: expected a JSON object with 'id' and "
                                    f"'text'") from None
     if languages:
@@ -118,8 +115,6 @@ def steering_cost(model: HookedTransformer, texts: Sequence[NeutralText],
     ``kl`` in nats per token, ``n_tokens``, the text's ``language``, and the condition's
     ``describe()`` fields. ``conditions`` are :class:`yapo_interp.evaluate.Condition` objects (a
     baseline one costs exactly 0)."""
-    from yapo_interp.logprobs import pad_token_id, right_pad
-
     if max_tokens < 2:
         raise UserError(f"--cost-max-tokens must be at least 2, got {max_tokens}")
     ids = [model.to_tokens(text.text, prepend_bos=True, truncate=False)[0, :max_tokens].cpu()

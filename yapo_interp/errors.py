@@ -1,6 +1,7 @@
-"""Errors a user can fix. Commands print their message on one line, without a traceback."""
+"""Errors a user can fix. Commands print their message on one line, without a traceback.
 
-from yapo_interp.models import ModelLoadError
+This module is a leaf: it imports nothing from ``yapo_interp``, so every other module can import
+it (``tests/test_layering.py`` checks)."""
 
 
 class UserError(ValueError):
@@ -9,6 +10,10 @@ class UserError(ValueError):
 
 class DatasetError(UserError):
     """A dataset file or row is malformed; the message names the file, the row and the problem."""
+
+
+class ModelLoadError(RuntimeError):
+    """A model or SAE could not be loaded; the message says why and what to do instead."""
 
 
 __all__ = ["DatasetError", "ModelLoadError", "UserError"]

@@ -37,6 +37,8 @@ import torch
 
 from yapo_interp.errors import UserError
 from yapo_interp.figures.attribution import histogram_html
+from yapo_interp.io import write_text
+from yapo_interp.style import FONT_FAMILY, PLOTLY_JS, write_plotlyjs
 
 if TYPE_CHECKING:
     from sae_lens import SAE
@@ -94,7 +96,7 @@ def feature_statistics(
     ``after`` after; the ``n_contexts`` prompts with the largest maxima are kept (only those where
     the feature fires).
     """
-    # imported here: the attribution imports this module at its top
+    # local: yapo_interp.attribution imports this module at its top (a cycle through its __init__)
     from yapo_interp.attribution.activations import _layer_activations, _token_strings, _tokenize
 
     features = list(dict.fromkeys(int(f) for f in features))
@@ -170,8 +172,6 @@ def feature_page_html(
     plotlyjs: str = "plotly.min.js",
 ) -> str:
     """The page of one feature (module docstring); ``plotlyjs`` is the script's relative path."""
-    from yapo_interp.style import FONT_FAMILY
-
     feature = stats.feature
     scale = max((context.activation for context in stats.contexts), default=0.0)
     rate = stats.firing_rate
@@ -247,9 +247,6 @@ def write_feature_pages(
 ) -> list[Path]:
     """Write one page per feature, ``index.html`` and ``plotly.min.js`` into ``out_dir``;
     ``links`` are the features' Neuronpedia URLs (``attribution.neuronpedia_url``), if any."""
-    from yapo_interp.io import write_text
-    from yapo_interp.style import PLOTLY_JS, write_plotlyjs
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [write_plotlyjs(out_dir)]

@@ -17,6 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from yapo_interp.errors import DatasetError, UserError
+from yapo_interp.version import __version__
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -67,8 +70,6 @@ def read_text(path: str | Path) -> str:
     Bytes that are not UTF-8 raise a one-line ``UserError``
     ``FILE:LINE: not UTF-8 (save it as UTF-8)``, LINE being the first line that holds one.
     """
-    from yapo_interp.errors import UserError
-
     path = Path(path)
     data = path.read_bytes()
     try:
@@ -92,20 +93,31 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
         handle.flush()
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL log, ignoring a final line cut short by a crash."""
+def read_jsonl_lines(path: str | Path, *, cut_last_line: bool = False) -> list[tuple[int, Any]]:
+    """``(line number, value)`` for each non-blank line of a JSONL file: the one JSONL parser.
+
+    A line that is not JSON raises a one-line ``DatasetError`` ``FILE:LINE: not valid JSON (MESSAGE
+    at column N); ...``; with ``cut_last_line`` a bad *last* non-blank line is dropped instead (a log whose writer crashed mid-line, see :func:`append_jsonl`). The text
+    is read by :func:`read_text` (UTF-8, a leading BOM removed) and split at ``\\n``, ``\\r\\n``
+    and ``\\r`` only: ``str.splitlines`` would also split inside a JSON string holding U+2028."""
+    lines = read_text(path).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
     records = []
-    lines = read_text(path).splitlines()
-    for number, line in enumerate(lines):
-        if not line.strip():
-            continue
+    for index, (number, line) in enumerate(numbered):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines) - 1:
+            records.append((number, json.loads(line)))
+        except json.JSONDecodeError as error:
+            if cut_last_line and index == len(numbered) - 1:
                 break
-            raise
+            raise DatasetError(f"{path}:{number}: not valid JSON ({error.msg} at column "
+                               f"{error.colno}); each line must be one JSON object") from None
     return records
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """Read a JSONL log (written by :func:`append_jsonl`), ignoring a final line cut short by a
+    crash; any other line that is not JSON is a ``DatasetError``."""
+    return [record for _, record in read_jsonl_lines(path, cut_last_line=True)]
 
 
 def write_table(path: str | Path, frame: Any) -> Path:
@@ -124,8 +136,6 @@ def write_table(path: str | Path, frame: Any) -> Path:
 def run_info(settings: Any) -> dict[str, Any]:
     """What is saved beside every result: the settings, versions and time that produced it."""
     import torch
-
-    from yapo_interp import __version__
 
     return {
         "settings": settings,

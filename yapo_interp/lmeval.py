@@ -31,6 +31,7 @@ A/B behaviour questions, ``test_infer.csv``) that needs no hub; the tests run it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,7 +39,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from yapo_interp import models  # load_model through the module: tests patch it there
+from yapo_interp.cli import add_common_args, check_run_args, model_name, run_cli
+from yapo_interp.data.behaviour import AB_INSTRUCTION, resolve_behaviour
 from yapo_interp.errors import UserError
+from yapo_interp.evaluate import generate_greedy
+from yapo_interp.io import run_info, write_json
+from yapo_interp.logprobs import (final_logits, final_residual, pad_token_id, right_pad,
+                                  response_positions, tokenize_prompt, tokenize_response)
+from yapo_interp.steering import SteeringVector, steer
+from yapo_interp.vectors import VectorLoader
 
 try:
     from lm_eval.api.model import LM
@@ -76,9 +86,7 @@ class SteeredLM(LM):
         require_lm_eval()
         super().__init__()
         if isinstance(model, str):
-            from yapo_interp.models import load_model
-
-            model = load_model(model, device=device)
+            model = models.load_model(model, device=device)
         self.model = model
         if isinstance(vectors, str):
             vectors = [part for part in vectors.split(";") if part.strip()]
@@ -95,14 +103,9 @@ class SteeredLM(LM):
 
     def _load_vectors(self, vectors: list[Any], saes: Any, preset: str
                       ) -> tuple[list[Any], Any]:
-        from yapo_interp.steering import SteeringVector
-
         if all(isinstance(vector, SteeringVector) for vector in vectors):
             return vectors, saes
-        from yapo_interp.vectors import VectorLoader
-        from yapo_interp.models import get_preset
-
-        loader = VectorLoader(self.model, preset=get_preset(preset))
+        loader = VectorLoader(self.model, preset=models.get_preset(preset))
         loaded, by_layer = [], dict(saes) if isinstance(saes, Mapping) else {}
         for vector in vectors:
             if isinstance(vector, SteeringVector):
@@ -118,10 +121,6 @@ class SteeredLM(LM):
 
     def steering(self):
         """The context in which the model runs: steered, or unchanged without vectors."""
-        import contextlib
-
-        from yapo_interp.steering import steer
-
         if not self.vectors or not any(self.multipliers):
             return contextlib.nullcontext(self.model)
         return steer(self.model, self.vectors, multipliers=self.multipliers, saes=self.saes)
@@ -136,10 +135,6 @@ class SteeredLM(LM):
 
     def _score(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         """``(Σ log π(continuation | context), greedy?)`` per pair, under the steering hooks."""
-        from yapo_interp.logprobs import (final_logits, final_residual, pad_token_id, right_pad,
-                                          response_positions, tokenize_prompt,
-                                          tokenize_response)
-
         contexts = [tokenize_prompt(self.model, context) for context, _ in pairs]
         continuations = [tokenize_response(self.model, text) for _, text in pairs]
         n_ctx = self.model.cfg.n_ctx
@@ -187,8 +182,6 @@ class SteeredLM(LM):
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         """Greedy continuations, cut at the first of the request's ``until`` strings."""
-        from yapo_interp.evaluate import generate_greedy
-
         outputs = []
         with self.steering():
             for request in requests:
@@ -211,8 +204,6 @@ def behaviour_ab_task(behaviour: str = "power-seeking", *, name: str | None = No
     letter of the answer *showing* the behaviour, so ``acc`` is the fraction of questions on
     which the model picks it. Read from the local file by the ``datasets`` CSV builder (no
     hub)."""
-    from yapo_interp.data.behaviour import AB_INSTRUCTION, resolve_behaviour
-
     folder = resolve_behaviour(behaviour)
     return {
         "task": name or f"yapo_{folder.name.replace('-', '_')}_ab",
@@ -247,8 +238,7 @@ def run_tasks(lm: SteeredLM, tasks: Sequence[str | dict[str, Any]], *,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from yapo_interp.cli import add_common_args
-
+    """The flags of ``python -m yapo_interp.lmeval``."""
     parser = argparse.ArgumentParser(
         prog="python -m yapo_interp.lmeval",
         description="Run lm-eval tasks (e.g. mmlu) on the model steered by vectors, one run per "
@@ -269,9 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from yapo_interp.cli import check_run_args, model_name
-    from yapo_interp.io import run_info, write_json
-
+    """Run the tasks once per multiplier and write ``lmeval_results.json`` into ``--out``."""
     args = build_parser().parse_args(argv)
     require_lm_eval()
     check_run_args(args)
@@ -280,9 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks: list[str | dict[str, Any]] = [
         behaviour_ab_task(task.split(":", 1)[1]) if task.startswith("behaviour-ab:") else task
         for task in args.tasks]
-    from yapo_interp.models import load_model
-
-    model = load_model(model_name(args), device=args.device)
+    model = models.load_model(model_name(args), device=args.device)
     limit = (int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit)
     results = {}
     base = SteeredLM(model, args.vectors, preset=args.preset, batch_size=args.batch_size)
@@ -299,6 +285,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from yapo_interp.cli import run_cli
-
     run_cli(main)

@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from yapo_interp.errors import ModelLoadError
+from yapo_interp.hooks import hook_name_for, sae_layer  # sae_layer: also models.sae_layer
 from yapo_interp.io import write_text
 
 if TYPE_CHECKING:  # imported lazily at run time: both are slow to import
@@ -54,10 +56,6 @@ EMBEDDED_TL_NAME = "google/gemma-3-270m"
 EMBEDDED_CACHE_FORMAT = 1  # bump when the cached layout changes, so old caches are rebuilt
 SHIPPED_SAE_DIR = Path(__file__).parent / "saes"
 HUB_HINT = "Use `--preset embedded` (or load_model('embedded')), which works offline."
-
-
-class ModelLoadError(RuntimeError):
-    """A model or SAE could not be loaded; the message says why and what to do instead."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,7 +95,8 @@ class Preset:
 
     @property
     def hook_name(self) -> str:
-        return f"blocks.{self.layer}.hook_resid_post"
+        """The hook this preset steers at: the residual stream after its layer."""
+        return hook_name_for(self.layer)
 
     def sae_for_layer(self, layer: int) -> tuple[str, str | None]:
         """The (release, id) of this preset's SAE family at another layer."""
@@ -534,15 +533,6 @@ def check_sae_fits(sae: SAE, model: HookedTransformer) -> None:
         raise ModelLoadError(f"The SAE reads vectors of width d_in={sae.cfg.d_in}, but "
                              f"{model.cfg.model_name} has d_model={model.cfg.d_model}: this SAE "
                              "was trained on another model.")
-    hook_name = sae.cfg.metadata.hook_name if sae.cfg.metadata else None
-    if hook_name and hook_name.startswith("blocks."):
-        layer = int(hook_name.split(".")[1])
+    layer = sae_layer(sae)
+    if layer is not None:
         check_layer(model, layer)
-
-
-def sae_layer(sae: SAE) -> int | None:
-    """The layer an SAE was trained on, read from its hook name (``blocks.L.hook_resid_post``)."""
-    hook_name = sae.cfg.metadata.hook_name if sae.cfg.metadata else None
-    if hook_name and hook_name.startswith("blocks."):
-        return int(hook_name.split(".")[1])
-    return None

@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 
 from yapo_interp.errors import UserError
+from yapo_interp.hooks import hook_name_for
 from yapo_interp.logprobs import (
     final_logits,
     pad_token_id,
@@ -68,7 +69,7 @@ from yapo_interp.logprobs import (
     unembedding_matrix,
     upcast,
 )
-from yapo_interp.steering import hook_name_for, intervention
+from yapo_interp.steering import intervention
 
 if TYPE_CHECKING:
     from sae_lens import SAE

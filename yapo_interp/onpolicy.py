@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from yapo_interp import evaluate  # generate_greedy through the package: tests patch it there
 from yapo_interp.io import append_jsonl, read_jsonl, write_json
 
 if TYPE_CHECKING:
@@ -65,8 +66,6 @@ def generated_rejections(model: HookedTransformer, prompts: Sequence[str], *,
     cached in ``cache_dir/<settings key>.jsonl`` (append-only, so an interrupted run resumes)."""
     from tqdm.auto import tqdm
 
-    from yapo_interp.evaluate import generate_greedy, newline_token_ids
-
     path = Path(cache_dir) / f"{settings.key()}.jsonl"
     known = {record["prompt_sha256"]: record["answer"]
              for record in (read_jsonl(path) if path.is_file() else [])}
@@ -77,11 +76,11 @@ def generated_rejections(model: HookedTransformer, prompts: Sequence[str], *,
         if not settings_path.is_file():
             write_json(settings_path, asdict(settings))
     # one-line answers: a row ends at its first line break instead of running to max_new_tokens
-    stops = newline_token_ids(model) if todo and settings.first_line_only else []
+    stops = evaluate.newline_token_ids(model) if todo and settings.first_line_only else []
     for start in tqdm(range(0, len(todo), batch_size), desc="on-policy answers",
                       disable=not progress or not todo, unit="batch"):
         batch = todo[start:start + batch_size]
-        texts = generate_greedy(model, batch, max_new_tokens=settings.max_new_tokens,
+        texts = evaluate.generate_greedy(model, batch, max_new_tokens=settings.max_new_tokens,
                                 batch_size=batch_size, extra_stops=stops)
         for prompt, text in zip(batch, texts):
             answer = clean_answer(text, first_line_only=settings.first_line_only)

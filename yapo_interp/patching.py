@@ -59,6 +59,7 @@ from yapo_interp.cli import add_common_args, check_run_args, model_name, run_cli
 from yapo_interp.data import format_prompt, format_response, load_cultural, resolve_countries
 from yapo_interp.data.countries import WESTERN
 from yapo_interp.errors import UserError
+from yapo_interp.hooks import act_name
 from yapo_interp.figures import patching_figure
 from yapo_interp.io import append_jsonl, read_json, read_jsonl, run_info, write_json, write_table
 from yapo_interp.logprobs import (SharedPrefixBatch, masked_response_logprobs, pad_token_id,
@@ -69,12 +70,7 @@ from yapo_interp.models import check_layer
 from yapo_interp.seeding import set_seed
 from yapo_interp.style import save_figure
 
-SITES = {
-    "resid_pre": "hook_resid_pre",
-    "resid_post": "hook_resid_post",
-    "attn_out": "hook_attn_out",
-    "mlp_out": "hook_mlp_out",
-}
+SITES = ("resid_pre", "resid_post", "attn_out", "mlp_out")  # the sites of hooks.act_name
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,7 +142,7 @@ def first_token_logprobs_from_residual(
 def site_hook_name(layer: int, site: str) -> str:
     if site not in SITES:
         raise UserError(f"Unknown patch site {site!r}; valid sites: {', '.join(SITES)}.")
-    return f"blocks.{layer}.{SITES[site]}"
+    return act_name(site, layer)
 
 
 def patched_final_residual(
@@ -260,7 +256,7 @@ def patch_last_token_scores(
     if type(localized) is not type(nonlocalized):
         raise TypeError("localized and nonlocalized must be the same kind of batch")
     site_names = {site_hook_name(layer, site) for layer in layers}
-    pre_names = {f"blocks.{layer}.hook_resid_pre" for layer in layers}
+    pre_names = {act_name("resid_pre", layer) for layer in layers}
     unembedding = unembedding_matrix(model)  # made once, reused by all 2 + len(layers) scorings
     with torch.no_grad():
         source, target = _Runnable.of(model, localized), _Runnable.of(model, nonlocalized)
@@ -283,7 +279,7 @@ def patch_last_token_scores(
                                                values)
             final = patched_final_residual(
                 model, target.tokens, layer=layer, site=site, patch_mask=mask, source=values_at,
-                resid_pre=target_cache[f"blocks.{layer}.hook_resid_pre"],
+                resid_pre=target_cache[act_name("resid_pre", layer)],
                 past_kv_cache=target.kv_cache, attention_mask=target.attention_mask)
             patched.append(scores(final, target))
             patched_first.append(first(final, target))

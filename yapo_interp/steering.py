@@ -64,22 +64,20 @@ import torch
 from jaxtyping import Float
 
 from yapo_interp.errors import UserError
+from yapo_interp.hooks import hook_name_for, sae_layer
 from yapo_interp.io import atomic_path, write_json
 
 if TYPE_CHECKING:
     from sae_lens import SAE
     from transformer_lens import HookedTransformer
 
+sae_layer_of = sae_layer  # the name yapo_interp.train and yapo_interp.sweep import from here
 DENSE_METHODS = ("bipo", "caa")
 SPARSE_METHODS = ("yapo", "sas")
 DECODER_METHODS = ("sae-dense",)  # c in R^{d_sae}, applied as h + d·λ·(c @ W_dec)
 SAE_METHODS = SPARSE_METHODS + DECODER_METHODS  # vectors in SAE code space: need their SAE
 METHODS = DENSE_METHODS + SPARSE_METHODS + DECODER_METHODS
 VECTOR_FORMAT = 2  # 2: sidecar records the shape and SHA-256; tensor header the model
-
-
-def hook_name_for(layer: int) -> str:
-    return f"blocks.{layer}.hook_resid_post"
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,13 +166,6 @@ def sae_fingerprint(sae: SAE) -> str:
             digest.update(f"{name}{tuple(tensor.shape)}".encode())
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def sae_layer_of(sae: SAE) -> int | None:
-    hook_name = sae.cfg.metadata.hook_name if sae.cfg.metadata else None
-    if hook_name and hook_name.startswith("blocks.") and hook_name.endswith("hook_resid_post"):
-        return int(hook_name.split(".")[1])
-    return None
 
 
 def sae_description(sae: SAE, *, release: str | None = None, sae_id: str | None = None,
@@ -450,7 +441,7 @@ class SteeringVector:
             if self.vector.numel() != sae.cfg.d_sae:
                 problems.append(f"d_sae: vector has {self.vector.numel()} entries, the SAE has "
                                 f"d_sae={sae.cfg.d_sae}")
-            layer = sae_layer_of(sae)
+            layer = sae_layer(sae)
             if layer is not None and layer != self.layer:
                 problems.append(f"layer: vector is for layer {self.layer}, the SAE reads layer "
                                 f"{layer}")

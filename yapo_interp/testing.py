@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from yapo_interp.hooks import hook_name_for
+
 CHARACTERS = string.printable[:-5]  # printable ASCII without \t\n\r\x0b\x0c, plus ' ' kept
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 
@@ -89,7 +91,7 @@ def tiny_sae(model, layer: int = 1, d_sae: int = 64, seed: int = 0, architecture
 
     generator = torch.Generator().manual_seed(seed)
     d_in = model.cfg.d_model
-    metadata = SAEMetadata(hook_name=f"blocks.{layer}.hook_resid_post",
+    metadata = SAEMetadata(hook_name=hook_name_for(layer),
                            model_name=model.cfg.model_name)
     if architecture == "standard":
         sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, metadata=metadata))

@@ -12,6 +12,7 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from yapo_interp.errors import UserError
+from yapo_interp.hooks import hook_name_for
 
 if TYPE_CHECKING:  # slow imports, needed only for type hints
     from transformer_lens import HookedTransformer
@@ -37,7 +38,7 @@ def _layer_activations(
     description: str,
 ):
     """Yield (first prompt index, [batch, pos, d_model] residual stream at layer, lengths)."""
-    hook_name = f"blocks.{layer}.hook_resid_post"
+    hook_name = hook_name_for(layer)
     pad_id = model.tokenizer.pad_token_id if model.tokenizer is not None else None
     pad_id = 0 if pad_id is None else pad_id
     starts = range(0, len(token_lists), batch_size)

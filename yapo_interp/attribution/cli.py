@@ -12,7 +12,8 @@ from yapo_interp.attribution.config import (ATTRIBUTIONS, DEFAULT_METHOD, ENCODE
                                             AttributionConfig, AttributionRunConfig)
 from yapo_interp.attribution.inputs import load_inputs
 from yapo_interp.attribution.stage import run_attribution
-from yapo_interp.cli import add_common_args, check_run_args, set_seed
+from yapo_interp.cli import add_common_args, check_run_args
+from yapo_interp.seeding import set_seed
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,14 +4,13 @@ cultural set, a file, or none, cut to an evenly spaced subset."""
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from yapo_interp.data.loaders import load_cultural
 from yapo_interp.errors import UserError
-from yapo_interp.io import read_text
+from yapo_interp.io import read_jsonl_lines, read_text
 
 
 def _spread(items: list[str], limit: int) -> list[str]:
@@ -31,13 +30,7 @@ def _prompts_from_file(path: Path) -> list[str]:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         prompts = []
-        for number, line in enumerate(read_text(path).splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}, line {number}: not JSON ({error.msg}).") from None
+        for number, record in read_jsonl_lines(path):
             keys = [key for key in ("prompt", "question", "localized_prompt",
                                     "nonlocalized_prompt") if isinstance(record, dict)
                     and isinstance(record.get(key), str)]

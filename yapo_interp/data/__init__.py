@@ -8,36 +8,22 @@
 ``python -m yapo_interp.data [FILES...]`` validates dataset files and prints their counts.
 """
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class PreferencePair:
-    """One training example of the bi-directional preference objective (eq. 1 and 4):
-    the prompt ``x``, the preferred response ``y_w`` (chosen) and the dispreferred ``y_l``."""
-
-    prompt: str
-    chosen: str
-    rejected: str
-
-
-# Imported after PreferencePair: the submodules import it from here.
-from yapo_interp.data.loaders import (  # noqa: E402
+from yapo_interp.data.loaders import (
     CULTURAL_DIR, load_behaviour_csv, load_cultural, load_dataset_file, shipped_files)
-from yapo_interp.data.pairs import (  # noqa: E402
-    DEFAULT_OPTION_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, REJECTED,
-    SPLIT_RULE, build_preference_pairs, is_test_question, is_validation_question,
-    limit_pairs_by_question, other_country_option, pair_prompt, setting_forms, split_items,
-    validation_questions)
-from yapo_interp.data.prompts import (  # noqa: E402
+from yapo_interp.data.pairs import (
+    DEFAULT_OPTION_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, REJECTED, SETTINGS,
+    SPLIT_RULE, PreferencePair, Setting, build_preference_pairs, is_test_question,
+    is_validation_question, limit_pairs_by_question, other_country_option, pair_prompt,
+    setting_forms, split_items, validation_questions)
+from yapo_interp.data.prompts import (
     MCQ_INSTRUCTION, format_prompt, format_response, mcq_prompt, parse_boxed_answer)
-from yapo_interp.data.schema import (  # noqa: E402
+from yapo_interp.data.schema import (
     FORMS, TOPICS, CulturalItem, Form, Option, dataset_hash, find_name_forms, resolve_countries,
     resolve_languages, validate_items, validate_record)
 
 __all__ = [
     "CULTURAL_DIR", "DEFAULT_OPTION_SEED", "DEFAULT_TEST_FRACTION", "DEFAULT_VALIDATION_FRACTION",
-    "FORMS", "REJECTED", "SPLIT_RULE", "is_test_question", "is_validation_question",
+    "FORMS", "REJECTED", "SETTINGS", "SPLIT_RULE", "Setting", "is_test_question", "is_validation_question",
     "limit_pairs_by_question", "pair_prompt", "validation_questions", "MCQ_INSTRUCTION", "TOPICS", "CulturalItem", "Form", "Option",
     "PreferencePair", "build_preference_pairs", "dataset_hash", "find_name_forms",
     "format_prompt", "format_response", "load_behaviour_csv", "load_cultural",

@@ -21,8 +21,9 @@ from pathlib import Path
 from yapo_interp.cli import run_cli
 from yapo_interp.data.countries import DISPLAY_NAMES, LANGUAGE_GROUPS
 from yapo_interp.data.loaders import CULTURAL_DIR, load_cultural, shipped_files
-from yapo_interp.data.schema import FORMS, CulturalItem
+from yapo_interp.data.schema import FORMS, CulturalItem, resolve_countries, resolve_languages
 from yapo_interp.errors import DatasetError, UserError
+from yapo_interp.io import write_table, write_text
 
 
 def count_rows(items: list[CulturalItem]) -> list[dict[str, object]]:
@@ -137,8 +138,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len({i.question_id for i in loaded})} questions, "
                   f"{len({i.topic for i in loaded})} topics")
     if items and (args.languages or args.countries):
-        from yapo_interp.data.schema import resolve_countries, resolve_languages
-
         languages = resolve_languages(args.languages) if args.languages else None
         countries = resolve_countries(args.countries) if args.countries else None
         items = [item for item in items if (not languages or item.language in languages)
@@ -152,8 +151,6 @@ def main(argv: list[str] | None = None) -> int:
             print(render(topic_rows(items), markdown=args.markdown))
         if args.out is not None:
             import pandas as pd
-
-            from yapo_interp.io import write_table, write_text
 
             if args.out.suffix == ".md":  # no tabulate needed
                 write_text(args.out, render(rows, markdown=True) + "\n")

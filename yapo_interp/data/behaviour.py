@@ -54,7 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from yapo_interp.data import PreferencePair
+from yapo_interp.data.pairs import PreferencePair
+from yapo_interp.data.prompts import format_prompt
 from yapo_interp.errors import DatasetError, UserError
 from yapo_interp.io import read_text
 
@@ -319,8 +320,6 @@ def behaviour_prompt(question: str, *, template: Template = "bipo", tokenizer: A
         return f"[INST] <<SYS>>\n{BIPO_SYSTEM}\n<</SYS>>\n\n{question} [/INST]"
     if template == "raw":
         return question
-    from yapo_interp.data.prompts import format_prompt
-
     return format_prompt(question, style=template, tokenizer=tokenizer)
 
 

@@ -51,13 +51,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from yapo_interp.data import PreferencePair
 from yapo_interp.data.countries import COUNTRY_LANGUAGE, LANGUAGE_GROUPS, WESTERN, normalise_country
+from yapo_interp.data.pairs import PreferencePair
 from yapo_interp.data.schema import (CulturalItem, Located, Option, check_consistency,
                                      expected_option_countries, resolve_countries,
                                      resolve_languages, validate_record)
 from yapo_interp.errors import DatasetError, UserError
-from yapo_interp.io import read_text
+from yapo_interp.io import read_jsonl_lines, read_text
 
 CULTURAL_DIR = Path(__file__).resolve().parent / "cultural"
 BEHAVIOUR_DIR = Path(__file__).resolve().parent / "behaviours"
@@ -90,20 +90,11 @@ def _read_records(path: Path, *, strict_json: bool = True) -> Iterator[tuple[int
     """``(position, record)`` for each row of a JSONL / JSON / CSV / TSV / parquet file."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with io.StringIO(read_text(path), newline=None) as handle:  # BOM and encoding handled
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DatasetError(f"{path}:{number}: not valid JSON ({error.msg} at "
-                                       f"column {error.colno}); each line must be one JSON "
-                                       f"object") from None
-                if not isinstance(record, dict):
-                    raise DatasetError(f"{path}:{number}: a row must be a JSON object, got "
-                                       f"{type(record).__name__}")
-                yield number, record
+        for number, record in read_jsonl_lines(path):  # BOM and encoding handled
+            if not isinstance(record, dict):
+                raise DatasetError(f"{path}:{number}: a row must be a JSON object, got "
+                                   f"{type(record).__name__}")
+            yield number, record
     elif suffix == ".json":
         try:
             data = json.loads(read_text(path))

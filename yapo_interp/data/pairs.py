@@ -46,9 +46,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
-from yapo_interp.data import PreferencePair
 from yapo_interp.data.countries import WESTERN
 from yapo_interp.data.prompts import Style, format_prompt, format_response, mcq_prompt
 from yapo_interp.data.schema import FORMS, CulturalItem, Form
@@ -57,10 +57,20 @@ from yapo_interp.errors import DatasetError, UserError
 Setting = Literal["localized", "nonlocalized", "both"]
 Rejected = Literal["western", "other", "all", "generated"]
 ResponseFormat = Literal["option", "mcq"]
-SETTINGS: tuple[str, ...] = ("localized", "nonlocalized", "both")
-REJECTED: tuple[str, ...] = ("western", "other", "all", "generated")
-RESPONSE_FORMATS: tuple[str, ...] = ("option", "mcq")
+SETTINGS: tuple[str, ...] = get_args(Setting)  # the one list: evaluate, sweep, train import it
+REJECTED: tuple[str, ...] = get_args(Rejected)
+RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
 DEFAULT_OPTION_SEED = 0  # the displayed option order of MCQ prompts (shared with evaluate)
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One training example of the bi-directional preference objective (eq. 1 and 4):
+    the prompt ``x``, the preferred response ``y_w`` (chosen) and the dispreferred ``y_l``."""
+
+    prompt: str
+    chosen: str
+    rejected: str
 
 
 def setting_forms(setting: Setting) -> tuple[Form, ...]:

@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 
 from yapo_interp import models
-from yapo_interp.cli import add_common_args, check_run_args, set_seed
-from yapo_interp.data import DEFAULT_OPTION_SEED, DEFAULT_TEST_FRACTION
-from yapo_interp.data.pairs import SETTINGS
+from yapo_interp.cli import add_common_args, check_run_args
+from yapo_interp.data import DEFAULT_OPTION_SEED, DEFAULT_TEST_FRACTION, SETTINGS
 from yapo_interp.errors import UserError
 from yapo_interp.evaluate.conditions import LOGLIK_SCORES, MODES
 from yapo_interp.evaluate.stage import EvaluateConfig, prepare_inputs, run_evaluate
+from yapo_interp.seeding import set_seed
 
 
 def build_parser() -> argparse.ArgumentParser:
