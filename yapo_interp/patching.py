@@ -55,6 +55,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from yapo_interp import models  # load_model through the module: tests patch it there
+from yapo_interp.argv import flag, switch
 from yapo_interp.cli import add_common_args, check_run_args, model_name, run_cli
 from yapo_interp.data import format_prompt, format_response, load_cultural, resolve_countries
 from yapo_interp.data.countries import WESTERN
@@ -308,6 +309,29 @@ class PatchingConfig:
     seed: int = 0
     model: str = "embedded"
     share_prompts: bool = True  # each prompt's unpatched prefix runs once (same numbers, faster)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> PatchingConfig:
+        """The config of a parsed command line (``build_parser().parse_args(argv)``): the
+        countries resolved, the model ``--model`` or the preset's."""
+        return cls(countries=tuple(resolve_countries(args.countries)),
+                   layers=tuple(args.layers) if args.layers else None, site=args.site,
+                   pairs_per_country=args.pairs, batch_pairs=args.batch_pairs, score=args.score,
+                   dataset=args.dataset, seed=args.seed, model=model_name(args),
+                   share_prompts=args.share_prompts)
+
+    def to_argv(self) -> list[str]:
+        """The arguments (without ``--out`` and ``--device``) that give this config back through
+        ``from_args``; a ``UserError`` for a ``prompt_style`` other than completion, which no
+        flag sets."""
+        if self.prompt_style != "completion":
+            raise UserError(f"no command line gives prompt_style={self.prompt_style!r} (python -m "
+                            "yapo_interp.patching uses completion prompts)")
+        return ["--countries", *self.countries, *flag("--layers", self.layers), "--site",
+                self.site, "--pairs", str(self.pairs_per_country), "--batch-pairs",
+                str(self.batch_pairs), "--score", self.score, *flag("--dataset", self.dataset),
+                "--seed", str(self.seed), "--model", self.model,
+                *switch("--no-shared-prompts", not self.share_prompts)]
 
 
 @dataclass(frozen=True)
@@ -600,11 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_pairs < 1:
         raise UserError("--batch-pairs must be at least 1.")
     check_run_args(args, layers=args.layers or (), flag="--layers")  # before the model load
-    config = PatchingConfig(
-        countries=tuple(countries), layers=tuple(args.layers) if args.layers else None,
-        site=args.site, pairs_per_country=args.pairs, batch_pairs=args.batch_pairs,
-        score=args.score, dataset=args.dataset, seed=args.seed, model=model_name(args),
-        share_prompts=args.share_prompts)
+    config = PatchingConfig.from_args(args)
     items = load_cultural(args.dataset, countries=countries)
     set_seed(args.seed)
     print(f"loading {config.model} ...", file=sys.stderr)

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from yapo_interp.argv import flag, switch
 from yapo_interp.errors import UserError
 from yapo_interp.models import get_preset
 
@@ -79,3 +80,25 @@ class AttributionRunConfig:
                    prompts_from=args.prompts_from, preset=args.preset, model=args.model,
                    device=args.device, seed=args.seed,
                    image_formats=() if args.no_images else ("png",))
+
+    def to_argv(self) -> list[str]:
+        """The arguments (without ``--out``) that give this run back through ``from_args``; a
+        ``UserError`` naming the settings that no flag sets (analysis settings other than their
+        defaults, image formats other than PNG or none)."""
+        analysis = self.analysis
+        unset = [name for name in ("directions", "n_tokens", "max_tokens", "skip_bos", "nnls_tol")
+                 if getattr(analysis, name) != getattr(AttributionConfig, name)]
+        if self.image_formats not in ((), ("png",)):
+            unset.append("image_formats")
+        if unset:
+            raise UserError(f"no command line gives {', '.join(unset)} other than the default")
+        return ["--bipo", str(self.bipo), "--yapo", str(self.yapo),
+                "--attribution", analysis.attribution, "--method", analysis.method,
+                "--strength", str(analysis.strength), "--k", str(analysis.k),
+                "--prompts-from", self.prompts_from, "--max-prompts", str(analysis.max_prompts),
+                "--examples", str(analysis.n_examples),
+                *flag("--max-features", analysis.max_features),
+                "--batch-size", str(analysis.batch_size),
+                *switch("--no-feature-pages", not analysis.feature_pages),
+                *switch("--no-images", not self.image_formats), "--preset", self.preset,
+                *flag("--model", self.model), "--device", self.device, "--seed", str(self.seed)]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from yapo_interp import judge as judges
+from yapo_interp.argv import flag, switch
 from yapo_interp.data import (DEFAULT_TEST_FRACTION, CulturalItem, load_cultural,
                               resolve_countries, split_items)
 from yapo_interp.errors import UserError
@@ -96,6 +97,38 @@ class EvaluateConfig:
     def model_name(self) -> str:
         """The model to evaluate: ``model`` if given, else the preset's."""
         return self.model or get_preset(self.preset).model
+
+    def to_argv(self) -> list[str]:
+        """The arguments (without ``--out``, ``--device`` and ``--threads``) that give this config
+        back through ``from_args``. The judge's API key is never written (give it by
+        ``YAPO_JUDGE_API_KEY``); a ``UserError`` for scoring settings that no flag sets."""
+        scoring = self.scoring
+        unset = [name for name in ("eps", "confidence")
+                 if getattr(scoring, name) != getattr(EvalConfig, name)]
+        if unset:
+            raise UserError(f"no command line gives scoring {', '.join(unset)} other than the "
+                            "default")
+        shuffle = (["--no-shuffle-options"] if scoring.shuffle_options_seed is None
+                   else ["--shuffle-options", str(scoring.shuffle_options_seed)])
+        return ["--country", *self.countries, *flag("--vectors", self.vectors),
+                *flag("--multipliers", self.multipliers),
+                *switch("--no-baseline", not self.baseline), *flag("--stability", self.stability),
+                "--split", self.split, "--test-fraction", str(self.test_fraction),
+                "--split-seed", str(self.split_seed), *flag("--dataset", self.dataset),
+                *flag("--max-items", self.max_items), "--settings", *scoring.settings,
+                "--mode", scoring.mode, "--score", scoring.loglik_score, "--style", scoring.style,
+                *shuffle, "--batch-size", str(scoring.batch_size),
+                "--boxed-max-new-tokens", str(scoring.boxed_max_new_tokens),
+                "--open-max-new-tokens", str(scoring.open_max_new_tokens),
+                "--alpha", str(scoring.alpha), "--bootstrap", str(scoring.n_bootstrap),
+                "--seed", str(scoring.seed), "--judge", self.judge,
+                *flag("--judge-base-url", self.judge_base_url),
+                *flag("--judge-model", self.judge_model), *flag("--judge-cache", self.judge_cache),
+                "--judge-timeout", str(self.judge_timeout),
+                "--judge-retries", str(self.judge_retries),
+                "--judge-deadline", str(self.judge_deadline), *flag("--sae", self.sae),
+                *flag("--sae-id", self.sae_id), "--preset", self.preset,
+                *flag("--model", self.model)]
 
 
 @dataclass
