@@ -192,6 +192,46 @@ def test_reconstruction_stats_of_identity_and_constant():
     assert stats["dead_fraction"] == 0.0
 
 
+def _reconstruction_stats_before(sae, activations, batch_size=4096):
+    """reconstruction_stats as it was before it used sae_lens.evals (two passes, float64)."""
+    total, d_in = activations.shape
+    mean = activations.double().sum(0) / total
+    squared_error = torch.zeros(d_in, dtype=torch.float64)
+    variance = torch.zeros(d_in, dtype=torch.float64)
+    active, fired = 0, torch.zeros(sae.cfg.d_sae, dtype=torch.long)
+    with torch.no_grad():
+        for start in range(0, total, batch_size):
+            h = activations[start:start + batch_size].float()
+            codes = sae.encode(h)
+            squared_error += (h - sae.decode(codes)).double().pow(2).sum(0)
+            variance += (h.double() - mean).pow(2).sum(0)
+            active += int((codes != 0).sum())
+            fired += (codes != 0).sum(0)
+    top = int(variance.argmax())
+    rest = torch.arange(d_in) != top
+    return {"tokens": total, "l0": active / total,
+            "explained_variance": 1 - (squared_error.sum() / variance.sum()).item(),
+            "top_variance_dim": top,
+            "top_variance_dim_share": (variance[top] / variance.sum()).item(),
+            "explained_variance_without_top_dim":
+                1 - (squared_error[rest].sum() / variance[rest].sum()).item(),
+            "dead_fraction": (fired == 0).float().mean().item(), "fired": fired}
+
+
+def test_reconstruction_stats_through_sae_lens_evals_give_the_numbers_of_before(sae):
+    generator = torch.Generator().manual_seed(0)
+    d_in = sae.cfg.d_in
+    activations = torch.randn(5000, d_in, generator=generator) + 50.0  # a large mean, like Gemma
+    activations[:, 3] *= 20  # one coordinate with most of the variance (Gemma's 163)
+    now = reconstruction_stats(sae, activations, batch_size=1024)
+    before = _reconstruction_stats_before(sae, activations, batch_size=1024)
+    assert now.keys() == before.keys()
+    assert torch.equal(now.pop("fired"), before.pop("fired"))
+    for key, value in before.items():
+        assert now[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+    assert now["top_variance_dim"] == 3 and 0.5 < now["top_variance_dim_share"] < 1
+
+
 # --------------------------------------------------------------------------------------------
 # Corpus helpers
 # --------------------------------------------------------------------------------------------

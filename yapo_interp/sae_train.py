@@ -360,37 +360,48 @@ def ship_sae(training_sae, folder: Path, dtype: str, info: dict) -> SAE:
 
 def reconstruction_stats(sae: SAE, activations: Float[torch.Tensor, "batch d_model"],
                          batch_size: int = 4096) -> dict[str, float]:
-    """L0, explained variance and per-latent firing counts of ``sae`` on ``activations``."""
-    total = activations.shape[0]
-    mean = torch.zeros(activations.shape[1], dtype=torch.float64)
+    """L0, explained variance and per-latent firing counts of ``sae`` on ``activations``.
+
+    The explained variance is SAELens's ``sae_lens.evals.ExplainedVarianceCalculator``
+    (``1 − E‖h − ĥ‖² / (E‖h‖² − ‖E h‖²)``, the module docstring's formula), fed float64 tensors:
+    it sums each batch in the dtype it is given, and in float32 the difference of two large
+    numbers loses digits on a residual stream with a large mean (Gemma's). L0 (non-zero latents
+    per token) and the firing counts are counted here: ``sae_lens.evals`` computes them only inside
+    ``get_sparsity_and_variance_metrics``, which runs the model through an ``ActivationsStore``,
+    while these activations are cached already.
+    """
+    from sae_lens.evals import ExplainedVarianceCalculator
+
+    total, d_in = activations.shape
+    sums = torch.zeros(d_in, dtype=torch.float64)
+    squares = torch.zeros(d_in, dtype=torch.float64)
     for start in range(0, total, batch_size):
-        mean += activations[start:start + batch_size].double().sum(0)
-    mean /= total
-    d_in = activations.shape[1]
-    squared_error = torch.zeros(d_in, dtype=torch.float64)
-    variance = torch.zeros(d_in, dtype=torch.float64)
+        h = activations[start:start + batch_size].double()
+        sums += h.sum(0)
+        squares += h.pow(2).sum(0)
+    variance = squares - sums.pow(2) / total  # Σ(h − h̄)² per coordinate
+    # Gemma's residual has one coordinate (163 here) carrying a large share of the variance at
+    # some layers; the figure without the highest-variance coordinate shows the rest is learned.
+    top = int(variance.argmax())
+    rest = torch.ones(d_in, dtype=torch.bool)
+    rest[top] = False
+    explained, explained_rest = ExplainedVarianceCalculator(), ExplainedVarianceCalculator()
     active = 0
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
     with torch.no_grad():
         for start in range(0, total, batch_size):
             h = activations[start:start + batch_size].float()
             codes = sae.encode(h)
-            reconstruction = sae.decode(codes)
-            squared_error += (h - reconstruction).double().pow(2).sum(0)
-            variance += (h.double() - mean).pow(2).sum(0)
+            reconstruction = sae.decode(codes).double()
+            explained.add_batch(reconstruction, h.double())
+            explained_rest.add_batch(reconstruction[:, rest], h.double()[:, rest])
             active += int((codes != 0).sum())
             fired += (codes != 0).sum(0)
-    # Gemma's residual has one coordinate (163 here) carrying a large share of the variance at
-    # some layers; the figure without the highest-variance coordinate shows the rest is learned.
-    top = int(variance.argmax())
-    rest = torch.ones(d_in, dtype=torch.bool)
-    rest[top] = False
     return {"tokens": total, "l0": active / total,
-            "explained_variance": 1 - (squared_error.sum() / variance.sum()).item(),
+            "explained_variance": explained.compute(),
             "top_variance_dim": top,
             "top_variance_dim_share": (variance[top] / variance.sum()).item(),
-            "explained_variance_without_top_dim":
-                1 - (squared_error[rest].sum() / variance[rest].sum()).item(),
+            "explained_variance_without_top_dim": explained_rest.compute(),
             "dead_fraction": (fired == 0).float().mean().item(), "fired": fired}
 
 
@@ -409,7 +420,14 @@ def ce_loss_recovered(model: HookedTransformer, saes: dict[int, SAE],
                       *, excluded_positions: int = 1, batch_size: int = 8) -> dict[int, dict]:
     """Clean, SAE-spliced and zero-ablated next-token loss per layer, and the fraction of the
     loss gap recovered. The clean residual at each layer is taken once; the spliced and ablated
-    runs restart from layer L+1 (``start_at_layer``), so only the blocks above L are re-run."""
+    runs restart from layer L+1 (``start_at_layer``), so only the blocks above L are re-run.
+
+    Not ``sae_lens.evals.get_recons_loss`` (its ``ce_loss_score`` is the same ratio), because
+    its terms differ: its zero ablation replaces the activations at *every* position, BOS
+    included (here BOS and the first ``excluded_positions`` keep theirs, as in training), its
+    mask is by token id rather than by position, and its losses are averaged over every position
+    of the batch, padding included (here only where the predicted token is real: the windows
+    are right-padded to different lengths)."""
     from tqdm.auto import tqdm
 
     mask = valid_mask(lengths, windows.shape[1], excluded_positions)
