@@ -10,9 +10,10 @@ import pytest
 
 from yapo_interp.errors import UserError
 from yapo_interp.data import CulturalItem, Option, is_test_question, is_validation_question
+from yapo_interp.figures import sweep_figures
 from yapo_interp.sweep import (MEAN_METHODS, ModelSetup, SweepGrid, TrialSpec, main,
                                method_differences, read_selection, run_sweep,
-                               select_settings, sweep_figures)
+                               select_settings)
 
 COUNTRIES = ("usa", "uk", "australia")
 SETUP = ModelSetup(factory="yapo_interp.testing:tiny_sweep_setup")
@@ -261,7 +262,7 @@ def test_a_worker_keeps_its_model_between_trials(monkeypatch):
     unpickles, possibly as another class object) finds the model loaded by the first trial."""
     import dataclasses
 
-    import yapo_interp.sweep as sweep
+    import yapo_interp.sweep.model_setup as sweep  # the module whose _LOADED a worker keeps
 
     calls = []
     monkeypatch.setattr(sweep, "_LOADED", {})

@@ -1,0 +1,205 @@
+"""Gathering and selecting: the finished trials as one tidy table (with curves, instances,
+convergence and failures), each method's learning rate and λ chosen on the validation split, and
+the method-minus-method differences on the test questions at the chosen values."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from yapo_interp.errors import UserError
+from yapo_interp.io import read_jsonl, write_table
+from yapo_interp.metrics import first_step_below, paired_difference_ci, steps_to_threshold_ci
+from yapo_interp.sweep.grid import MEAN_METHODS, SELECT_METRICS, TrialSpec
+from yapo_interp.sweep.trial import finished_result
+
+
+def gather(out: str | Path, trials: Sequence[TrialSpec], *,
+           failed: Sequence[dict[str, Any]] = (), loss_threshold: float = 0.1
+           ) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """One tidy table of the finished trials (a row per trial × split × λ × form, with every
+    setting), written as parquet and CSV with the curves, instances, convergence and failures."""
+    out = Path(out)
+    rows, curves, instances = [], [], []
+    for spec in trials:
+        trial_dir = out / "trials" / spec.name
+        result = finished_result(spec, trial_dir)
+        if result is None:
+            continue
+        settings = {**asdict(spec), "multipliers": json.dumps(list(spec.multipliers)),
+                    "trial": spec.name}
+        log = trial_dir / "train" / "log.jsonl"
+        records = read_jsonl(log) if log.is_file() else []
+        evals = [r for r in records if "eval_loss" in r]
+        reached = first_step_below([r["step"] for r in evals], [r["eval_loss"] for r in evals],
+                                   loss_threshold) if evals else math.nan
+        trained = {**result.get("setup", {}), **result["trained"],
+                   "steps_to_threshold": reached,
+                   "loss_threshold": loss_threshold, "seconds": result["seconds"]}
+        for row in result["rows"]:
+            rows.append({**{k: v for k, v in settings.items() if k != "multipliers"},
+                         **row, **trained, "multipliers": settings["multipliers"]})
+        curves += [{"trial": spec.name, "method": spec.method, "country": spec.country,
+                    "setting": spec.setting, "lr": spec.lr, "seed": spec.seed, **record}
+                   for record in records]
+        if (trial_dir / "instances.parquet").is_file():
+            instances.append(pd.read_parquet(trial_dir / "instances.parquet").assign(
+                trial=spec.name))
+    table = pd.DataFrame(rows)
+    files = {"results": write_table(out / "results.parquet", table),
+             "results_csv": write_table(out / "results.csv", table)}
+    if curves:
+        frame = pd.DataFrame(curves)
+        if "direction" in frame:  # an int, or a list with gradient accumulation
+            frame["direction"] = frame["direction"].map(json.dumps)
+        files["curves"] = write_table(out / "curves.parquet", frame)
+    if instances:
+        files["instances"] = write_table(out / "instances.parquet",
+                                         pd.concat(instances, ignore_index=True))
+    failures = pd.DataFrame([{**item, "multipliers": json.dumps(list(item["multipliers"]))}
+                             for item in failed])
+    files["failures"] = write_table(out / "failures.csv", failures if failed else pd.DataFrame(
+        columns=["name", "method", "country", "setting", "lr", "seed", "error"]))
+    convergence = convergence_table(table)
+    if not convergence.empty:
+        files["convergence"] = write_table(out / "convergence.csv", convergence)
+    return table, files
+
+
+def convergence_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Steps to the validation-loss threshold per (method, lr, country, setting): the median
+    over seeds with a bootstrap CI over seeds (``inf``: never reached)."""
+    if table.empty or "steps_to_threshold" not in table:
+        return pd.DataFrame()
+    trials = table.drop_duplicates("trial").dropna(subset=["steps_to_threshold"])
+    rows = []
+    for keys, group in trials.groupby(["method", "lr", "country", "setting"], dropna=False,
+                                      sort=True):
+        interval = steps_to_threshold_ci(group["steps_to_threshold"].to_numpy(float))
+        rows.append({**dict(zip(["method", "lr", "country", "setting"], keys)),
+                     "loss_threshold": float(group["loss_threshold"].iloc[0]),
+                     "median_steps": interval.value, "ci_low": interval.low,
+                     "ci_high": interval.high, "n_seeds": interval.n,
+                     "n_reached": int((group["steps_to_threshold"] < math.inf).sum())})
+    return pd.DataFrame(rows)
+
+
+def select_settings(table: pd.DataFrame, *, metric: str = "margin", min_seeds: int = 3
+                    ) -> dict[str, Any]:
+    """Per method: the lr with the lowest mean final validation loss over its trials (seeds,
+    countries, settings), then the λ with the highest mean validation ``metric`` at that lr,
+    on the trial's own setting. Only validation data is read: test rows never choose."""
+    if metric not in SELECT_METRICS:
+        raise UserError(f"unknown selection metric {metric!r}; use {', '.join(SELECT_METRICS)}")
+    selection: dict[str, Any] = {"metric": metric, "min_seeds": min_seeds, "methods": {}}
+    if table.empty:
+        return selection
+    for method, rows in table.groupby("method", sort=True):
+        trials = rows.drop_duplicates("trial")
+        chosen: dict[str, Any] = {}
+        at_lr = rows
+        if method in MEAN_METHODS:  # nothing to choose: no learning rate
+            chosen.update(lr=None, validation_loss=float(trials["final_eval_loss"].mean()))
+        else:
+            by_lr = trials.groupby("lr").agg(validation_loss=("final_eval_loss", "mean"),
+                                             n_seeds=("seed", "nunique"))
+            finite = by_lr.dropna(subset=["validation_loss"])
+            if not finite.empty:
+                lr = float(finite["validation_loss"].idxmin())
+                chosen.update(lr=lr, validation_loss=float(finite.loc[lr, "validation_loss"]),
+                              n_seeds=int(finite.loc[lr, "n_seeds"]),
+                              validation_loss_by_lr={f"{key:g}": float(value) for key, value
+                                                     in by_lr["validation_loss"].items()})
+                at_lr = rows[rows["lr"] == lr]
+        validation = at_lr[(at_lr["split"] == "validation")
+                           & (at_lr["eval_setting"] == at_lr["setting"])]
+        if not validation.empty:
+            by_multiplier = validation.groupby("multiplier")[metric].mean()
+            chosen.update(multiplier=float(by_multiplier.idxmax()),
+                          **{f"validation_{metric}": float(by_multiplier.max()),
+                             f"validation_{metric}_by_multiplier": {
+                                 f"{key:g}": float(value) for key, value in
+                                 by_multiplier.items()}})
+        if method not in MEAN_METHODS and chosen.get("n_seeds", 0) < min_seeds:
+            chosen["note"] = (f"only {chosen.get('n_seeds', 0)} seed(s) at the chosen lr; "
+                              f"use at least {min_seeds} (--seeds) before relying on it")
+        selection["methods"][method] = chosen
+    return selection
+
+
+def read_selection(path: str | Path) -> dict[str, dict[str, float | None]]:
+    """``{method: {"lr": ..., "multiplier": ...}}`` from a sweep's ``selection.json`` (or its
+    folder), for a study to train and evaluate each method at its selected values; a missing or
+    unreadable file is a one-line ``UserError``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "selection.json"
+    try:
+        selection = json.loads(path.read_text(encoding="utf-8"))
+        methods = selection["methods"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: not a sweep selection ({type(error).__name__}: {error}); run "
+                        "python -m yapo_interp.sweep first and pass its --out folder.") from None
+    return {method: {"lr": chosen.get("lr"), "multiplier": chosen.get("multiplier")}
+            for method, chosen in methods.items()}
+
+
+DIFFERENCE_METRICS = {"margin": "margin", "p_correct": "p_correct", "accuracy": "score"}
+
+
+def method_differences(instances: pd.DataFrame, selection: dict[str, Any], *,
+                       split: str = "test", n_resamples: int = 2000, seed: int = 0
+                       ) -> pd.DataFrame:
+    """Every method-minus-method difference on ``split`` with each method at its selected lr
+    and λ: per instance (item and form) the metric is averaged over seeds, then
+    ``metrics.paired_difference_ci`` pairs the two methods on the instances both scored and
+    resamples questions. One row per (country — and ``all``, countries pooled —, training
+    setting, metric, method pair)."""
+    chosen = selection.get("methods", {})
+    keys = ["country", "setting", "item_id", "form"]
+    per_method = {}
+    for method, picked in chosen.items():
+        if "multiplier" not in picked:
+            continue
+        rows = instances[(instances["split"] == split) & (instances["method"] == method)
+                         & (instances["multiplier"] == picked["multiplier"])]
+        if picked.get("lr") is not None:
+            rows = rows[rows["lr"] == picked["lr"]]
+        if not rows.empty:
+            per_method[method] = rows.groupby(keys + ["question_id"], as_index=False)[
+                list(DIFFERENCE_METRICS.values())].mean()
+    results = []
+    methods = sorted(per_method)
+    for index, first in enumerate(methods):
+        for second in methods[index + 1:]:
+            joined = per_method[first].merge(per_method[second], on=keys + ["question_id"],
+                                             suffixes=("_a", "_b"))
+            groups = [((country, setting), part) for (country, setting), part in
+                      joined.groupby(["country", "setting"], sort=True)]
+            groups += [(("all", setting), part) for setting, part in
+                       joined.groupby("setting", sort=True)]
+            for (country, setting), part in groups:
+                clusters = part["country"].astype(str) + "/" + part["question_id"].astype(str)
+                for name, column in DIFFERENCE_METRICS.items():
+                    pair = part[[f"{column}_a", f"{column}_b"]].dropna()
+                    if pair.empty:
+                        continue
+                    interval = paired_difference_ci(
+                        pair[f"{column}_a"], pair[f"{column}_b"], clusters[pair.index],
+                        n_resamples=n_resamples, seed=seed)
+                    results.append({
+                        "split": split, "country": country, "setting": setting,
+                        "metric": name, "method_a": first, "method_b": second,
+                        "difference": interval.value, "ci_low": interval.low,
+                        "ci_high": interval.high, "n_questions": interval.n,
+                        "n_instances": len(pair),
+                        "lr_a": chosen[first].get("lr"), "lr_b": chosen[second].get("lr"),
+                        "multiplier_a": chosen[first]["multiplier"],
+                        "multiplier_b": chosen[second]["multiplier"]})
+    return pd.DataFrame(results)

@@ -1,0 +1,124 @@
+"""Running a sweep: every unfinished trial of the grid as a Ray task, then the tidy table, the
+selection, the differences and the figures (:func:`run_sweep`). A notebook runs a sweep
+without an argv::
+
+    config = SweepConfig(grid=SweepGrid(methods=("bipo", "yapo"), lrs=(0.1, 1.0)))
+    result = run_sweep(config, "runs/sweep")
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from yapo_interp.errors import UserError
+from yapo_interp.figures import sweep_figures
+from yapo_interp.io import write_json, write_table
+from yapo_interp.style import save_figure
+from yapo_interp.sweep.config import SweepConfig
+from yapo_interp.sweep.gather import gather, method_differences, select_settings
+from yapo_interp.sweep.grid import ERROR, SweepGrid
+from yapo_interp.sweep.trial import finished_result, trial_task
+
+try:  # an optional dependency: pip install -e ".[sweep]"
+    import ray
+except ImportError:  # pragma: no cover - the test environment has it
+    ray = None
+
+
+@dataclass
+class SweepResult:
+    """What ``run_sweep`` did: counts, the tidy table and the files written."""
+
+    ran: int
+    skipped: int
+    failed: list[dict[str, Any]]
+    table: pd.DataFrame
+    selection: dict[str, Any]
+    files: dict[str, Path]
+
+
+def _first_line(error: BaseException) -> str:
+    """The exception a Ray task raised, in one line: its type and the last line of its text."""
+    cause = getattr(error, "cause", None) or error
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"
+
+
+def run_sweep(config: SweepConfig | SweepGrid, out: str | Path, *, progress: bool = True,
+              **options: Any) -> SweepResult:
+    """Run every unfinished trial of ``config.grid`` as a Ray task, then gather and select.
+
+    ``config`` is a :class:`~yapo_interp.sweep.config.SweepConfig`, or a grid with the other
+    fields of the config as keywords (``run_sweep(grid, out, setup=..., workers=2)``). Uses the
+    running Ray instance if there is one (``ray.init`` was called), else connects to
+    ``config.address``, else starts a local one with ``config.workers`` CPUs (default: all) and
+    shuts it down afterwards. A trial that raises is reported and left unfinished (rerun next
+    time)."""
+    if isinstance(config, SweepGrid):
+        config = SweepConfig(grid=config, **options)
+    elif options:
+        raise TypeError(f"run_sweep: {', '.join(options)} given with a SweepConfig (set them "
+                        "in the config)")
+    out = Path(out)
+    trials = config.grid.trials()
+    todo, skipped = [], 0
+    for spec in trials:
+        if finished_result(spec, out / "trials" / spec.name) is None:
+            todo.append(spec)
+        else:
+            skipped += 1
+    failed: list[dict[str, Any]] = []
+    if todo:
+        if ray is None:
+            raise UserError("python -m yapo_interp.sweep runs its trials on Ray: pip install -e "
+                            "\".[sweep]\"")
+        started_here = not ray.is_initialized()
+        if started_here:
+            if config.address:
+                ray.init(address=config.address)
+            else:
+                ray.init(num_cpus=config.workers or os.cpu_count(), include_dashboard=False)
+        try:
+            task = ray.remote(num_cpus=1, num_gpus=config.gpus_per_trial, max_retries=0)(trial_task)
+            pending = {task.remote(spec, config.setup, str(out / "trials" / spec.name),
+                                   config.threads): spec
+                       for spec in todo}
+            waiting = list(pending)
+            with tqdm(total=len(trials), initial=skipped, desc="trials", unit="trial",
+                      disable=not progress) as bar:
+                while waiting:
+                    ready, waiting = ray.wait(waiting, num_returns=1)
+                    spec = pending[ready[0]]
+                    try:
+                        ray.get(ready[0])
+                    except Exception as error:  # RayTaskError: the trial raised
+                        reason = _first_line(error)
+                        failed.append({**asdict(spec), "name": spec.name, "error": reason})
+                        print(f"[sweep] trial {spec.name} failed: {reason} (traceback in "
+                              f"{out / 'trials' / spec.name / ERROR})", file=sys.stderr)
+                    bar.update(1)
+        finally:
+            if started_here:
+                ray.shutdown()
+    table, files = gather(out, trials, failed=failed, loss_threshold=config.loss_threshold)
+    selection = select_settings(table, metric=config.select_metric,
+                                min_seeds=config.min_seeds)
+    files["selection"] = write_json(out / "selection.json", selection)
+    if "instances" in files:
+        differences = method_differences(pd.read_parquet(files["instances"]), selection)
+        if not differences.empty:
+            files["differences"] = write_table(out / "differences.csv", differences)
+    if not table.empty:
+        curves = pd.read_parquet(files["curves"]) if "curves" in files else None
+        for name, figure in sweep_figures(curves, table, selection).items():
+            files[name] = save_figure(figure, out / "figures" / f"{name}.html",
+                                      image_formats=())[0]
+    return SweepResult(ran=len(todo) - len(failed), skipped=skipped, failed=failed,
+                       table=table, selection=selection, files=files)

@@ -1,0 +1,149 @@
+"""One trial of a sweep: train a ``(method, country, setting, lr, seed)`` vector on the fitting
+questions and score it at every λ on the validation and test questions (:func:`run_trial`);
+:func:`trial_task` is the Ray task around it, :func:`finished_result` what a rerun skips."""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from yapo_interp import data
+from yapo_interp.evaluate import EvalConfig, check_unseen, evaluate_mcq, make_conditions
+from yapo_interp.io import read_jsonl, write_json, write_table
+from yapo_interp.models import get_preset
+from yapo_interp.objective import PreferenceObjective
+from yapo_interp.seeding import set_seed
+from yapo_interp.sweep.grid import ERROR, EVAL_SETTINGS, RESULT, TrialSpec
+from yapo_interp.sweep.model_setup import ModelSetup
+from yapo_interp.train import (DataSelection, TrainConfig, build_pairs, evaluate_loss,
+                               select_items, train_steering_vector)
+
+
+def _summary_rows(frame: pd.DataFrame, split: str) -> list[dict[str, Any]]:
+    """Mean accuracy, p_correct and margin per λ and form (and both forms) of one split."""
+    rows = []
+    for multiplier, group in frame.groupby("multiplier", sort=True):
+        for setting in EVAL_SETTINGS:
+            part = group if setting == "both" else group[group["form"] == setting]
+            if part.empty:
+                continue
+            rows.append({"split": split, "multiplier": float(multiplier),
+                         "eval_setting": setting, "n": len(part),
+                         "n_questions": int(part["question_id"].nunique()),
+                         "accuracy": float(part["score"].mean()),
+                         "p_correct": float(part["p_correct"].mean()),
+                         "margin": float(part["margin"].mean())})
+    return rows
+
+
+def run_trial(spec: TrialSpec, setup: ModelSetup, trial_dir: str | Path, *,
+              threads: int = 1) -> dict[str, Any]:
+    """Train ``spec``'s vector and score it at every λ on the validation and test questions;
+    write ``instances.parquet`` and, last, ``result.json``; return the result."""
+    started = time.time()
+    torch.set_num_threads(max(1, threads))
+    trial_dir = Path(trial_dir)
+    preset = get_preset(setup.preset)
+    model, sae, sae_info, layer = setup.load()
+    set_seed(spec.seed)
+    selection = DataSelection(
+        country=spec.country, setting=spec.setting, rejected=spec.rejected or preset.rejected,
+        style=preset.prompt_style, response_format=preset.response_format,
+        test_fraction=spec.test_fraction, validation_fraction=spec.validation_fraction,
+        split_seed=spec.split_seed, max_pairs=spec.max_pairs, data=spec.data)
+    fit_items, validation_items, info = select_items(selection)
+    train_pairs = build_pairs(model, fit_items, selection, progress=False)
+    validation_pairs = build_pairs(model, validation_items, selection, progress=False)
+    config = TrainConfig(
+        method=spec.method, layer=layer, beta=spec.beta, lr=spec.lr or TrainConfig.lr,
+        batch_size=spec.batch_size, epochs=spec.epochs, warmup_steps=spec.warmup_steps,
+        seed=spec.seed, eval_every=spec.eval_every, max_grad_norm=preset.max_grad_norm,
+        gradient_accumulation=preset.gradient_accumulation, append_eos=preset.append_eos)
+    used_sae = sae if config.uses_sae else None
+    vector = train_steering_vector(model, train_pairs, validation_pairs, config, sae=used_sae,
+                                   out_dir=trial_dir / "train", metadata=info,
+                                   sae_info=sae_info, progress=False)
+    records = read_jsonl(trial_dir / "train" / "log.jsonl") if (
+        trial_dir / "train" / "log.jsonl").is_file() else []
+    evals = [record for record in records if "eval_loss" in record]
+    steps = [record for record in records if "train_loss" in record]
+    if evals:
+        final_loss, best_loss = evals[-1]["eval_loss"], min(r["eval_loss"] for r in evals)
+    elif validation_pairs:  # CAA / SAS: their vector's validation loss at λ = 1
+        objective = PreferenceObjective(model, layer, sae=used_sae, beta=spec.beta,
+                                        method=spec.method)
+        prepared = objective.prepare(validation_pairs)
+        final_loss = best_loss = evaluate_loss(objective, prepared,
+                                               vector.vector.to(model.cfg.device),
+                                               spec.batch_size)["eval_loss"]
+    else:
+        final_loss = best_loss = float("nan")
+
+    items = data.load_cultural(spec.data, countries=[info["country"]])
+    _, test_items = data.split_items(items, test_fraction=spec.test_fraction,
+                                     seed=spec.split_seed)
+    conditions = make_conditions([(vector, used_sae, str(trial_dir))], spec.multipliers,
+                                 include_baseline=False)
+    eval_config = EvalConfig(mode="loglik", style=preset.prompt_style, n_bootstrap=0)
+    frames, rows = [], []
+    for split, split_items in (("validation", validation_items), ("test", test_items)):
+        if spec.max_eval_items is not None:
+            split_items = split_items[: spec.max_eval_items]
+        if not split_items:
+            continue
+        if split == "test":  # no test question reached the vector, its tuning or its SAE
+            check_unseen(vector, str(trial_dir), split_items, sae=used_sae)
+        frame = evaluate_mcq(model, split_items, conditions, eval_config, progress=False)
+        frame.insert(0, "split", split)
+        frames.append(frame)
+        rows += _summary_rows(frame, split)
+    trained = {"final_eval_loss": final_loss, "best_eval_loss": best_loss,
+               "steps": len(steps), "n_train_pairs": len(train_pairs),
+               "n_validation_pairs": len(validation_pairs), "layer": layer,
+               "final_perturbation": steps[-1].get("perturbation") if steps else None,
+               "vector_norm": float(vector.vector.norm())}
+    settings = asdict(spec)
+    if frames:
+        instances = pd.concat(frames, ignore_index=True)
+        for key, value in reversed(list(settings.items())):
+            if key not in instances:
+                instances.insert(0, key, json.dumps(value) if isinstance(value, tuple) else value)
+        write_table(trial_dir / "instances.parquet", instances)
+    model_name = model.cfg.model_name
+    result = {"spec": settings, "name": spec.name, "status": "ok", "setup": {
+                  "preset": setup.preset, "model": model_name, "factory": setup.factory,
+                  "device": setup.device}, "trained": trained,
+              "rows": rows, "seconds": time.time() - started}
+    write_json(trial_dir / RESULT, result)
+    return result
+
+
+def trial_task(spec: TrialSpec, setup: ModelSetup, trial_dir: str, threads: int
+               ) -> dict[str, Any]:
+    """The Ray task: ``run_trial``, with the traceback saved beside the trial when it raises."""
+    try:
+        return run_trial(spec, setup, trial_dir, threads=threads)
+    except BaseException:
+        Path(trial_dir).mkdir(parents=True, exist_ok=True)
+        (Path(trial_dir) / ERROR).write_text(traceback.format_exc(), encoding="utf-8")
+        raise
+
+
+def finished_result(spec: TrialSpec, trial_dir: Path) -> dict[str, Any] | None:
+    """The result of a trial that already finished with exactly these settings, else None."""
+    marker = trial_dir / RESULT
+    if not marker.is_file():
+        return None
+    try:
+        result = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    spec_json = json.loads(json.dumps(asdict(spec)))
+    return result if result.get("spec") == spec_json else None
