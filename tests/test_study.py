@@ -1,5 +1,7 @@
 """The study's stage runner: finished stages are skipped on a rerun, changed ones run again."""
 
+import shlex
+
 import pytest
 
 from yapo_interp.errors import UserError
@@ -53,3 +55,46 @@ def test_flags_are_checked_before_the_first_stage(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match="is a file, not a folder"):
         study.main(["--quick", "--out", str(tmp_path / "file" / "study")])
+
+
+def test_runner_calls_a_stage_function_and_skips_it_when_done(tmp_path):
+    calls = []
+    StageRunner(tmp_path).call("train", "python -m yapo_interp.train --epochs 2",
+                               lambda: calls.append(1))
+    second = StageRunner(tmp_path)
+    second.call("train", "python -m yapo_interp.train --epochs 2", lambda: calls.append(2))
+    assert calls == [1] and second.commands == ["python -m yapo_interp.train --epochs 2"]
+    with pytest.raises(UserError, match="stage evaluate failed \\(exit 3\\)"):
+        second.call("evaluate", "python -m yapo_interp.evaluate", lambda: 3)
+    assert not (tmp_path / "stages" / "evaluate.json").exists()
+
+
+def test_study_calls_the_stages_with_one_model_and_reports_their_command_lines(
+        tmp_path, monkeypatch, model, sae):
+    """The stages run as functions on one model; each command line in the report is the config
+    that ran (parsed back, it is the same config); a rerun skips every stage and loads nothing."""
+    from yapo_interp import models, study
+    from yapo_interp.train import TrainRunConfig, build_parser
+
+    loads = []
+    monkeypatch.setattr(models, "load_model",
+                        lambda name, device="cpu", **kwargs: loads.append(name) or model)
+    monkeypatch.setattr(models, "load_sae", lambda *args, **kwargs: sae)
+    monkeypatch.setattr(study.figures, "regenerate", lambda run_dir, out_dir: [])
+    plan = StudyPlan(countries=("egypt",), settings=("both",), methods=("bipo",),
+                     patching_pairs=1, epochs=1, max_pairs=4, rejected="western",
+                     eval_max_items=2, judge="none", layer=1)
+    report = study.run_study(plan, tmp_path)
+    assert loads == ["embedded"]
+    commands = [line for line in report.read_text().splitlines()
+                if line.startswith("python -m yapo_interp.")]
+    assert [command.split()[2] for command in commands] == [
+        "yapo_interp.patching", "yapo_interp.train", "yapo_interp.evaluate", "yapo_interp.figures"]
+    args = build_parser().parse_args(shlex.split(commands[1])[3:])
+    assert TrainRunConfig.from_args(args) == study.train_config(plan, "bipo", "egypt", "both", 1)
+    assert args.out == tmp_path / "train" / "egypt-both" / "bipo"
+    assert (args.out / "vector.json").is_file() and (tmp_path / "evaluate" / "scores.csv").is_file()
+
+    monkeypatch.setattr(study, "run_train", lambda *args, **kwargs: pytest.fail("trained again"))
+    study.run_study(plan, tmp_path)
+    assert loads == ["embedded"]  # every stage skipped: the model is not even loaded

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+import yapo_interp.cli as cli
 import yapo_interp.models as models
 from yapo_interp.data import PreferencePair
 from yapo_interp.errors import UserError
@@ -186,6 +187,7 @@ def test_cli_trains_and_resumes(tmp_path, monkeypatch, capsys, model, sae):
     monkeypatch.setattr(models, "load_model", lambda name, device="cpu": model)
     monkeypatch.setattr(models, "load_sae", lambda *args, **kwargs: sae)
     monkeypatch.setattr(models, "shipped_sae_layers", lambda: [LAYER])  # as if shipped
+    monkeypatch.setattr(cli, "shipped_sae_layers", lambda: [LAYER])  # where the check reads it
     out = tmp_path / "run"
     argv = ["--method", "yapo", "--behaviour-csv", str(csv), "--layer", str(LAYER), "--epochs",
             "2", "--lr", "0.1", "--warmup-steps", "0", "--batch-size", "2", "--out", str(out)]
@@ -359,6 +361,7 @@ def test_max_features_keeps_at_most_k_non_zero_entries(tmp_path, monkeypatch, mo
     monkeypatch.setattr(models, "load_model", lambda name, device="cpu": model)
     monkeypatch.setattr(models, "load_sae", lambda *args, **kwargs: sae)
     monkeypatch.setattr(models, "shipped_sae_layers", lambda: [LAYER])  # as if shipped
+    monkeypatch.setattr(cli, "shipped_sae_layers", lambda: [LAYER])  # where the check reads it
     out = tmp_path / "run"
     assert main(["--method", "yapo", "--behaviour-csv", str(csv), "--layer", str(LAYER),
                  "--epochs", "2", "--lr", "0.1", "--warmup-steps", "0", "--batch-size", "2",
@@ -387,3 +390,44 @@ def test_sparse_options_are_checked(model):
         TrainConfig(method="yapo", max_features=0)
     with pytest.raises(UserError, match="bipo has none"):
         TrainConfig(method="bipo", max_features=5)
+
+
+# ------------------------------------------------------------------ the stage (issue 16)
+
+
+def test_fast_path_flags_are_written_once_in_fastpath():
+    """Each FastPath field is a --no-FLAG of the command and a flat key of the saved settings."""
+    from yapo_interp.objective import FastPath
+    from yapo_interp.train import build_parser, config_from_args
+
+    names = [field.name for field in dataclasses.fields(FastPath)]
+    base = ["--method", "bipo", "--country", "egypt"]
+    preset = models.get_preset("embedded")
+    for name in names:
+        if name == "cache_activations":  # share_prompt needs it: both off together
+            continue
+        args = build_parser().parse_args(base + [f"--no-{name.replace('_', '-')}"])
+        config = config_from_args(args, preset)
+        assert config.fast_path == FastPath(**{name: False})
+        assert getattr(config, name) is False
+    plain = config_from_args(build_parser().parse_args(base + ["--plain"]), preset)
+    assert plain.fast_path == FastPath.plain()
+    settings = TrainConfig().settings()
+    assert "fast_path" not in settings and all(settings[name] is True for name in names)
+    assert list(settings)[list(settings).index("eval_every") + 1] == names[0]  # run.json order
+
+
+def test_run_train_takes_its_data_from_the_config(tmp_path, model):
+    from yapo_interp.train import BehaviourSelection, TrainRunConfig, run_train
+
+    csv = tmp_path / "behaviour.csv"
+    csv.write_text("question,matching,not_matching\n" + "".join(
+        f'"{p.prompt}","{p.chosen}","{p.rejected}"\n' for p in PAIRS + EVAL_PAIRS))
+    config = TrainRunConfig(training=TrainConfig(method="bipo", epochs=2, **FAST),
+                            data=BehaviourSelection(csv=csv, test_fraction=0.25, max_pairs=5))
+    result = run_train(model, config, tmp_path / "run", progress=False)
+    assert (result.n_train, result.n_eval) == (5, 2)
+    assert result.schedule.total_steps == 2 * 3 and result.validation_loss is not None
+    saved = SteeringVector.load(tmp_path / "run" / "vector")
+    assert torch.equal(saved.vector, result.vector.vector)
+    assert saved.metadata["behaviour_csv"] == str(csv) and saved.metadata["preset"] == "embedded"

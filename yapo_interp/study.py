@@ -1,11 +1,13 @@
 """The whole study in one command: patching -> layer -> BiPO and YaPO training -> evaluation ->
 feature attribution -> figures -> a Markdown report.
 
-Each stage is the stage's own command (``python -m yapo_interp.patching``, ``.train``,
-``.evaluate``, ``.attribution``, ``.figures``) run in this process with the model loaded once;
-the exact command lines are written to the report, so any stage can be rerun by hand. A stage
-that finished with the same command line is skipped when the study is started again, and
-training resumes from its last epoch, so an interrupted study continues where it stopped.
+Each stage is its stage function (``run_patching``, ``run_train``, ``run_evaluate``,
+``run_attribution``, ``figures.regenerate``) called with the stage's config and the model, loaded
+once; each config's command line (``config.to_argv()``: ``python -m yapo_interp.patching``,
+``.train``, ``.evaluate``, ``.attribution``, ``.figures``) is written to the report, so any stage
+can be rerun by hand. A stage that finished with the same command line is skipped when the study
+is started again, and training resumes from its last epoch, so an interrupted study continues
+where it stopped.
 
 ``--quick`` shrinks every stage (fewer patching pairs, a few epochs, at most 32 training pairs
 made of whole questions with both forms in proportion, no open-ended judge) so that the study
@@ -24,20 +26,34 @@ Example::
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from yapo_interp import figures, models
+from yapo_interp.argv import command_line
+from yapo_interp.attribution import AttributionConfig, AttributionRunConfig, run_attribution
 from yapo_interp.cli import check_run_args, check_sae_available, run_cli
-from yapo_interp.models import get_preset
+from yapo_interp.data import load_cultural, resolve_countries
 from yapo_interp.data.pairs import REJECTED
 from yapo_interp.errors import UserError
+from yapo_interp.evaluate import EvalConfig, EvaluateConfig, run_evaluate
 from yapo_interp.io import read_json, run_info, write_json, write_text
-from yapo_interp.models import PRESETS
+from yapo_interp.models import PRESETS, get_preset
+from yapo_interp.patching import PatchingConfig, run_patching
+from yapo_interp.seeding import set_seed
 from yapo_interp.steering import SPARSE_METHODS
+from yapo_interp.train import DataSelection, TrainRunConfig, run_train, training_config
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+ModelLoader = Callable[[], "HookedTransformer"]
+Runs = dict[tuple[str, str, str], Path]  # (country, setting, method) -> training run folder
 
 
 @dataclass(frozen=True)
@@ -62,13 +78,10 @@ class StudyPlan:
 
     @classmethod
     def quick(cls, countries: Sequence[str], **overrides) -> StudyPlan:
+        """The CPU-friendly plan: one setting, few patching pairs, epochs and prompts."""
         return cls(countries=tuple(countries), settings=("both",), patching_pairs=6, epochs=4,
                    max_pairs=32, judge="none",
                    attribution_prompts=120, **overrides)
-
-
-def _command(module: str, argv: Sequence[str]) -> str:
-    return f"python -m yapo_interp.{module} " + " ".join(shlex.quote(str(a)) for a in argv)
 
 
 class StageRunner:
@@ -80,8 +93,14 @@ class StageRunner:
         self.timings: dict[str, float] = {}
 
     def run(self, name: str, module: str, main: Callable[[list[str]], int], argv: list[str]) -> None:
+        """Stage ``name`` as a command: ``main(argv)`` of ``python -m yapo_interp.MODULE``."""
         argv = [str(a) for a in argv]
-        command = _command(module, argv)
+        self.call(name, command_line(module, argv), lambda: main(argv))
+
+    def call(self, name: str, command: str, stage: Callable[[], Any]) -> None:
+        """Run ``stage()`` as stage ``name`` unless it finished before with the same ``command``
+        (its command line, listed in the report). A stage fails by raising or by returning a
+        non-zero exit status (as a command's ``main``); a failed stage is not marked done."""
         self.commands.append(command)
         marker = self.out / "stages" / f"{name}.json"
         if marker.is_file() and read_json(marker).get("command") == command:
@@ -90,11 +109,17 @@ class StageRunner:
             return
         print(f"[study] {name}: {command}", file=sys.stderr)
         started = time.time()
-        status = main(argv)
-        if status:
+        status = stage()
+        if isinstance(status, int) and status:
             raise UserError(f"stage {name} failed (exit {status}); rerun the study to retry it")
         self.timings[name] = time.time() - started
         write_json(marker, {"command": command, "seconds": self.timings[name]})
+
+
+def stage_command(module: str, config: Any, out: Path, device: str | None = None) -> str:
+    """The command line of a stage config: ``config.to_argv()``, ``--out`` and ``--device``."""
+    return command_line(module, [*config.to_argv(), "--out", out,
+                                 *(["--device", device] if device else [])])
 
 
 def steering_layer(out: Path, plan: StudyPlan) -> int:
@@ -111,51 +136,104 @@ def steering_layer(out: Path, plan: StudyPlan) -> int:
     return int(chosen["chosen_layer"])
 
 
+# --------------------------------------------------------------------------------------------
+# The stages' configs
+# --------------------------------------------------------------------------------------------
+
+
+def patching_config(plan: StudyPlan) -> PatchingConfig:
+    """Activation patching on ``plan.patching_pairs`` pairs per country, every layer."""
+    return PatchingConfig(countries=plan.countries, pairs_per_country=plan.patching_pairs,
+                          seed=plan.seed, model=get_preset(plan.preset).model)
+
+
+def train_config(plan: StudyPlan, method: str, country: str, setting: str,
+                 layer: int) -> TrainRunConfig:
+    """One training run of the plan: ``method`` on ``country``'s ``setting`` at ``layer``."""
+    preset = get_preset(plan.preset)
+    return TrainRunConfig(
+        training=training_config(preset, method=method, layer=layer, epochs=plan.epochs,
+                                 warmup_steps=plan.warmup_steps, seed=plan.seed),
+        data=DataSelection.for_preset(preset, country, rejected=plan.rejected, setting=setting,
+                                      max_pairs=plan.max_pairs),
+        preset=plan.preset)
+
+
+def evaluate_config(plan: StudyPlan, runs: Runs) -> EvaluateConfig:
+    """Every trained vector and every epoch of its run, on the test questions."""
+    return EvaluateConfig(
+        countries=plan.countries, vectors=tuple(str(run / "vector") for run in runs.values()),
+        stability=tuple(str(run) for run in runs.values()), max_items=plan.eval_max_items,
+        scoring=EvalConfig(mode=get_preset(plan.preset).mcq_mode, style="auto", seed=plan.seed),
+        judge=plan.judge, preset=plan.preset)
+
+
+def attribution_config(plan: StudyPlan, runs: Runs, country: str,
+                       setting: str) -> AttributionRunConfig:
+    """The BiPO and YaPO vectors of one country and setting, compared in SAE features."""
+    return AttributionRunConfig(
+        bipo=runs[(country, setting, "bipo")] / "vector",
+        yapo=runs[(country, setting, "yapo")] / "vector",
+        analysis=AttributionConfig(max_prompts=plan.attribution_prompts), preset=plan.preset,
+        device=plan.device, seed=plan.seed)
+
+
+# --------------------------------------------------------------------------------------------
+# The stages
+# --------------------------------------------------------------------------------------------
+
+
 def run_study(plan: StudyPlan, out: Path) -> Path:
     """Run every stage of ``plan`` into ``out``; return the report's path."""
-    from yapo_interp import attribution, evaluate, figures, patching, train
-    from yapo_interp.models import reuse_loaded_models
-
     out = Path(out)
     runner = StageRunner(out)
-    common = ["--preset", plan.preset, "--seed", plan.seed, "--device", plan.device]
     started = time.time()
-    with reuse_loaded_models():
-        runner.run("patching", "patching", patching.main, [
-            "--countries", *plan.countries, "--pairs", plan.patching_pairs,
-            "--out", out / "patching", *common])
-        layer = steering_layer(out, plan)
-        runs: dict[tuple[str, str, str], Path] = {}
-        # dense methods first: they need no SAE (a study waiting for one can start)
-        for method in sorted(plan.methods, key=lambda name: name in SPARSE_METHODS):
-            for country in plan.countries:
-                for setting in plan.settings:
-                    run_dir = out / "train" / f"{country}-{setting}" / method
-                    runs[(country, setting, method)] = run_dir
-                    runner.run(f"train-{country}-{setting}-{method}", "train", train.main, [
-                        "--method", method, "--country", country, "--setting", setting,
-                        "--layer", layer, "--epochs", plan.epochs,
-                        "--warmup-steps", plan.warmup_steps, "--rejected", plan.rejected,
-                        *(["--max-pairs", plan.max_pairs] if plan.max_pairs else []),
-                        "--out", run_dir, *common])
-        runner.run("evaluate", "evaluate", evaluate.main, [
-            "--country", *plan.countries,
-            "--vectors", *[run_dir / "vector" for run_dir in runs.values()],
-            "--stability", *runs.values(), "--judge", plan.judge,
-            *(["--max-items", plan.eval_max_items] if plan.eval_max_items else []),
-            "--out", out / "evaluate", *common])
+    load = cache(lambda: models.load_model(get_preset(plan.preset).model, device=plan.device))
+
+    def model() -> HookedTransformer:
+        """The study's model (loaded once, when a stage first needs it), after seeding as each
+        stage's command does."""
+        set_seed(plan.seed)
+        return load()
+
+    patching = patching_config(plan)
+    runner.call("patching", stage_command("patching", patching, out / "patching", plan.device),
+                lambda: run_patching(model(), load_cultural(patching.dataset,
+                                                            countries=list(patching.countries)),
+                                     patching, out_dir=out / "patching"))
+    layer = steering_layer(out, plan)
+    runs = train_stages(runner, plan, out, layer, model)
+    evaluation = evaluate_config(plan, runs)
+    runner.call("evaluate", stage_command("evaluate", evaluation, out / "evaluate", plan.device),
+                lambda: 3 if run_evaluate(model(), evaluation, out / "evaluate").unscored else 0)
+    if {"bipo", "yapo"} <= set(plan.methods):
         for country in plan.countries:
             for setting in plan.settings:
-                if {"bipo", "yapo"} <= set(plan.methods):
-                    runner.run(f"attribution-{country}-{setting}", "attribution", attribution.main, [
-                        "--bipo", runs[(country, setting, "bipo")] / "vector",
-                        "--yapo", runs[(country, setting, "yapo")] / "vector",
-                        "--max-prompts", plan.attribution_prompts,
-                        "--out", out / "attribution" / f"{country}-{setting}", *common])
-    runner.commands.append(_command("figures", [out, "--out", out / "figures"]))
+                folder = out / "attribution" / f"{country}-{setting}"
+                config = attribution_config(plan, runs, country, setting)
+                runner.call(f"attribution-{country}-{setting}",
+                            stage_command("attribution", config, folder),
+                            lambda: run_attribution(model(), config, folder))
+    runner.commands.append(command_line("figures", [out, "--out", out / "figures"]))
     written = figures.regenerate(out, out / "figures")
-    report = write_report(out, plan, layer, runner, written, time.time() - started)
-    return report
+    return write_report(out, plan, layer, runner, written, time.time() - started)
+
+
+def train_stages(runner: StageRunner, plan: StudyPlan, out: Path, layer: int,
+                 model: ModelLoader) -> Runs:
+    """Train every (method, country, setting) of the plan at ``layer``; the run folders. Dense
+    methods first: they need no SAE (a study waiting for one can start)."""
+    runs: Runs = {}
+    for method in sorted(plan.methods, key=lambda name: name in SPARSE_METHODS):
+        for country in plan.countries:
+            for setting in plan.settings:
+                run_dir = out / "train" / f"{country}-{setting}" / method
+                runs[(country, setting, method)] = run_dir
+                config = train_config(plan, method, country, setting, layer)
+                runner.call(f"train-{country}-{setting}-{method}",
+                            stage_command("train", config, run_dir, plan.device),
+                            lambda: run_train(model(), config, run_dir))
+    return runs
 
 
 def _read_text(path: Path) -> str:
@@ -216,6 +294,7 @@ def write_report(out: Path, plan: StudyPlan, layer: int, runner: StageRunner,
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``python -m yapo_interp.study``."""
     parser = argparse.ArgumentParser(
         prog="python -m yapo_interp.study",
         description="Run the whole study (patching, training, evaluation, attribution, figures) "
@@ -239,9 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the study of the command line; 0 when the report is written."""
     args = build_parser().parse_args(argv)
-    from yapo_interp.data import resolve_countries
-
     countries = tuple(resolve_countries(args.countries))
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {args.epochs}")

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
     from yapo_interp.data import CulturalItem, PreferencePair
+    from yapo_interp.models import Preset
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,15 @@ class DataSelection:
     split_seed: int = 0
     max_pairs: int | None = None
     data: str | None = None
+
+    @classmethod
+    def for_preset(cls, preset: Preset, country: str, *, rejected: str | None = None,
+                   **fields: Any) -> DataSelection:
+        """The selection of ``country`` as ``preset`` formats its pairs (prompt style, response
+        format) and picks their rejected answers (unless ``rejected``); ``fields`` are the
+        others (setting, split, ``max_pairs``, ``data``)."""
+        return cls(country=country, rejected=rejected or preset.rejected,
+                   style=preset.prompt_style, response_format=preset.response_format, **fields)
 
 
 @dataclass(frozen=True)

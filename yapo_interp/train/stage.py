@@ -76,10 +76,8 @@ class TrainRunConfig:
                             "--behaviour power-seeking (a BiPO behaviour set) or --behaviour-csv "
                             "FILE.")
         else:
-            data = DataSelection(
-                country=args.country, setting=args.setting,
-                rejected=args.rejected or preset.rejected, style=preset.prompt_style,
-                response_format=preset.response_format,
+            data = DataSelection.for_preset(
+                preset, args.country, rejected=args.rejected, setting=args.setting,
                 data=str(args.data) if args.data else None, **split)
         return cls(training=training, data=data, sae=args.sae, sae_id=args.sae_id,
                    preset=args.preset, model=args.model)
