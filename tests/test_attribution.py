@@ -176,6 +176,7 @@ def test_decoded_direction_is_code_times_w_dec(known_sae):
     torch.testing.assert_close(attr.decoded_direction(code, known_sae), expected)
 
 
+@pytest.mark.usefixtures("unchecked_shapes")  # the function's own message, not the annotation's
 def test_compare_codes_rejects_codes_of_different_saes():
     with pytest.raises(UserError, match="same SAE"):
         attr.compare_codes(torch.zeros(5), torch.zeros(6))

@@ -8,7 +8,7 @@ and the ``__init__`` of every package a module imports from outside it: Python r
 The layers, lowest first (:data:`LAYERS`; a module may import its own layer and those below):
 
 1. **leaves** (:data:`LEAVES`): ``errors``, ``version``, ``io``, ``metrics``, ``seeding``,
-   ``hooks`` — they import nothing from ``yapo_interp`` but other leaves;
+   ``hooks``, ``axes`` — they import nothing from ``yapo_interp`` but other leaves;
 2. **data**: ``yapo_interp.data`` and its modules (the datasets, the prompts, preference pairs);
 3. **core**: models and SAEs, log-probabilities, steering vectors and their interventions, the
    preference objective, vector discovery, the plot style, the shared command-line flags
@@ -33,7 +33,7 @@ import yapo_interp
 PACKAGE = "yapo_interp"
 
 LEAVES = ("yapo_interp.errors", "yapo_interp.version", "yapo_interp.io", "yapo_interp.metrics",
-          "yapo_interp.seeding", "yapo_interp.hooks")
+          "yapo_interp.seeding", "yapo_interp.hooks", "yapo_interp.axes")
 
 # (layer, module prefixes) lowest first; a prefix covers the module and, for a package, every
 # module below it. The package's own __init__ is named exactly (it would cover everything).

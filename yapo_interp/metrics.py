@@ -57,8 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from jaxtyping import Float
-
-ArrayLike = Sequence[float] | np.ndarray
+from numpy.typing import ArrayLike  # what np.asarray takes: lists, arrays, pandas columns
 Scores = Float[np.ndarray, "batch"]
 
 DEFAULT_EPS = 1e-8
@@ -210,21 +209,23 @@ def _option_scores(option_scores: ArrayLike, answer: int) -> np.ndarray:
     return scores
 
 
-def answer_probability(option_scores: Float[np.ndarray, "option"], answer: int) -> float:
+def answer_probability(option_scores: Sequence[float] | Float[np.ndarray, "option"],
+                       answer: int) -> float:
     """Softmax probability of option ``answer`` over ``option_scores`` (mean log-probs)."""
     scores = _option_scores(option_scores, answer)
     shifted = scores - scores.max()
     return float(np.exp(shifted[answer]) / np.exp(shifted).sum())
 
 
-def answer_margin(option_scores: Float[np.ndarray, "option"], answer: int) -> float:
+def answer_margin(option_scores: Sequence[float] | Float[np.ndarray, "option"],
+                  answer: int) -> float:
     """Log-odds margin ``s_answer − max_{j≠answer} s_j`` of the correct option over the best
     other one: > 0 when the answer wins, and graded, unlike 0/1 accuracy."""
     scores = _option_scores(option_scores, answer)
     return float(scores[answer] - np.delete(scores, answer).max())
 
 
-def paired_difference_ci(a: ArrayLike, b: ArrayLike, groups: Sequence | np.ndarray | None = None,
+def paired_difference_ci(a: ArrayLike, b: ArrayLike, groups: ArrayLike | None = None,
                          *, n_resamples: int = 2000, confidence: float = 0.95,
                          seed: int = 0) -> Interval:
     """``mean(a) − mean(b)`` with a paired (cluster) bootstrap percentile CI.

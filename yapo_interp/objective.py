@@ -344,7 +344,7 @@ class PreferenceObjective:
         return lambda h: intervention(h, v, strength, self.sae, method=self.method)
 
     @torch.no_grad()
-    def perturbation(self, pairs: Sequence[PreparedPair], v: Float[torch.Tensor, "width"],
+    def perturbation(self, pairs: Sequence[PreparedPair], v: Float[torch.Tensor, "d"],
                      direction: int) -> float | None:
         """``‖Φ(h) − h‖`` averaged over the minibatch's tokens (prompt, chosen and rejected, each
         once), from the cached layer-L activations; ``None`` when they are not cached.
