@@ -270,3 +270,34 @@ def test_libreoffice_help_drops_untranslated_paragraphs(tmp_path):
     (tmp_path / "es" / "text" / "a.html").write_text(spanish)
     documents = corpus.libreoffice_help_documents(tmp_path, "spanish")
     assert [d.text for d in documents] == ["Elija el color del objeto seleccionado ahora."]
+
+
+def test_command_evaluates_after_training_with_its_own_config_and_model(tmp_path, monkeypatch,
+                                                                       model):
+    """``main`` calls the pipeline's functions: the evaluation after training gets the config
+    and the model that trained (no second command line, no second model load)."""
+    from yapo_interp import models
+    from yapo_interp.sae_train import cli
+
+    calls = []
+    monkeypatch.setattr(models, "load_model",
+                        lambda name, device="cpu": calls.append(("load", name)) or model)
+    monkeypatch.setattr(cli, "build_corpus", lambda config, work: calls.append(("corpus", work)))
+    monkeypatch.setattr(cli, "run_sae_training", lambda used, config, **options: calls.append(
+        ("train", used, config, options["stage"])))
+    monkeypatch.setattr(cli, "run_sae_evaluation", lambda used, config, **options: calls.append(
+        ("evaluate", used, config, options["out"])))
+    common = ["--layers", "2", "1", "--work", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert cli.main(common + ["--lr", "0.001", "--seed", "3", "--architecture", "batchtopk"]) == 0
+    assert [call[0] for call in calls] == ["corpus", "load", "train", "evaluate"]
+    trained, evaluated = calls[2], calls[3]
+    assert evaluated[1] is model and evaluated[2] == trained[2]
+    assert (trained[2].layers, trained[2].lr, trained[2].seed, trained[2].architecture) == (
+        (1, 2), 0.001, 3, "batchtopk")
+    assert evaluated[3] == tmp_path / "out"
+    calls.clear()
+    assert cli.main(common + ["--stage", "cache"]) == 0
+    assert [call[0] for call in calls] == ["corpus", "load", "train"]
+    calls.clear()
+    assert cli.main(common + ["--evaluate"]) == 0
+    assert [call[0] for call in calls] == ["load", "evaluate"]
