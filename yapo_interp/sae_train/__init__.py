@@ -49,8 +49,8 @@ step 5), ``stage`` (the pipeline's calls) and ``cli`` (the flags and ``main``).
 
 
 
-from yapo_interp.sae_train.activations import (cache_activations, hook_name, load_cached,
-                                               shuffled_batches, token_windows, valid_mask)
+from yapo_interp.sae_train.activations import (cache_activations, load_cached, shuffled_batches,
+                                               token_windows, valid_mask)
 from yapo_interp.sae_train.cli import build_parser, config_from_args, load_embedded, main
 from yapo_interp.sae_train.config import DEFAULT_WORK, MODEL_NAME, SAETrainConfig
 from yapo_interp.sae_train.quality import (ce_loss_recovered, evaluate_saes, evaluation_sets,
@@ -62,7 +62,7 @@ from yapo_interp.sae_train.training import make_training_sae, ship_sae, train_la
 __all__ = [
     "DEFAULT_WORK", "MODEL_NAME", "SAETrainConfig", "build_parser", "cache_activations",
     "cache_training_activations", "ce_loss_recovered", "config_from_args", "evaluate_saes",
-    "evaluation_sets", "format_results", "hook_name", "load_cached", "load_embedded", "main",
+    "evaluation_sets", "format_results", "load_cached", "load_embedded", "main",
     "make_training_sae", "reconstruction_stats", "run_sae_evaluation", "run_sae_training",
     "ship_info", "ship_sae", "shuffled_batches", "token_windows", "train_layer", "valid_mask",
 ]

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from yapo_interp.corpus import Document
 from yapo_interp.errors import UserError
+from yapo_interp.hooks import hook_name_for
 from yapo_interp.io import read_json, write_json
 
 if TYPE_CHECKING:
@@ -66,10 +67,6 @@ def valid_mask(lengths: Int[torch.Tensor, "batch"], context_size: int,
 # --------------------------------------------------------------------------------------------
 
 
-def hook_name(layer: int) -> str:
-    return f"blocks.{layer}.hook_resid_post"
-
-
 def cache_activations(model: HookedTransformer, windows: Int[torch.Tensor, "batch pos"],
                       lengths: Int[torch.Tensor, "batch"], layers: tuple[int, ...], folder: Path,
                       *, batch_size: int, excluded_positions: int, desc: str = "caching") -> int:
@@ -94,7 +91,7 @@ def cache_activations(model: HookedTransformer, windows: Int[torch.Tensor, "batc
             dtype=np.uint16, shape=(n_rows, d_model))
         for layer in layers
     }
-    names = {hook_name(layer) for layer in layers}
+    names = {hook_name_for(layer) for layer in layers}
     row = int(mask[: progress["windows_done"]].sum())
     bar = tqdm(total=len(windows), initial=progress["windows_done"], desc=desc, unit="window")
     for start in range(progress["windows_done"], len(windows), batch_size):
@@ -105,7 +102,7 @@ def cache_activations(model: HookedTransformer, windows: Int[torch.Tensor, "batc
                                             stop_at_layer=max(layers) + 1)
         count = int(batch_mask.sum())
         for layer in layers:
-            rows = cache[hook_name(layer)][batch_mask].to(torch.bfloat16)
+            rows = cache[hook_name_for(layer)][batch_mask].to(torch.bfloat16)
             maps[layer][row:row + count] = rows.view(torch.uint16).numpy()
         row += count
         for array in maps.values():

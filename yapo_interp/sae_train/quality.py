@@ -12,8 +12,9 @@ from sae_lens.evals import ExplainedVarianceCalculator
 from tqdm.auto import tqdm
 
 from yapo_interp.corpus import load_corpus
-from yapo_interp.sae_train.activations import (cache_activations, hook_name, load_cached,
-                                               token_windows, valid_mask)
+from yapo_interp.hooks import hook_name_for
+from yapo_interp.sae_train.activations import (cache_activations, load_cached, token_windows,
+                                               valid_mask)
 from yapo_interp.sae_train.config import SAETrainConfig
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def ce_loss_recovered(model: HookedTransformer, saes: dict[int, SAE],
     layers = sorted(saes)
     sums = {"clean": 0.0, **{(layer, kind): 0.0 for layer in layers for kind in ("sae", "zero")}}
     count = 0
-    names = {hook_name(layer) for layer in layers}
+    names = {hook_name_for(layer) for layer in layers}
     for start in tqdm(range(0, len(windows), batch_size), desc="CE loss", unit="batch"):
         batch = windows[start:start + batch_size]
         batch_mask = mask[start:start + batch_size]
@@ -112,7 +113,7 @@ def ce_loss_recovered(model: HookedTransformer, saes: dict[int, SAE],
             count += n
             del logits
             for layer in layers:
-                h = cache[hook_name(layer)]
+                h = cache[hook_name_for(layer)]
                 spliced = torch.where(batch_mask[..., None], saes[layer].decode(
                     saes[layer].encode(h)).to(h.dtype), h)
                 ablated = torch.where(batch_mask[..., None], torch.zeros_like(h), h)

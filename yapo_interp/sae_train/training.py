@@ -19,7 +19,8 @@ from sae_lens.training.sae_trainer import SAETrainer
 
 from yapo_interp.errors import UserError
 from yapo_interp.io import read_json, write_json
-from yapo_interp.sae_train.activations import hook_name, shuffled_batches
+from yapo_interp.hooks import hook_name_for
+from yapo_interp.sae_train.activations import shuffled_batches
 from yapo_interp.sae_train.config import MODEL_NAME, SAETrainConfig
 
 
@@ -31,7 +32,7 @@ from yapo_interp.sae_train.config import MODEL_NAME, SAETrainConfig
 def make_training_sae(config: SAETrainConfig, layer: int, d_in: int):
     """A fresh SAELens training SAE for ``layer`` (TopK, or BatchTopK)."""
     metadata = SAEMetadata(
-        model_name=MODEL_NAME, hook_name=hook_name(layer), hook_head_index=None,
+        model_name=MODEL_NAME, hook_name=hook_name_for(layer), hook_head_index=None,
         context_size=config.context_size, prepend_bos=True,
         exclude_special_tokens=True, dataset_path="yapo_interp.corpus (offline, multilingual)",
     )
