@@ -20,6 +20,8 @@ from yapo_interp.seeding import set_seed  # re-exported: commands import it from
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, out_default: str) -> None:
+    """Add the flags every command shares (``--preset``, ``--model``, ``--device``, ``--seed``,
+    ``--out`` with default ``out_default``) to ``parser``, as one group."""
     group = parser.add_argument_group("model and run")
     group.add_argument("--preset", default="embedded", choices=sorted(PRESETS),
                        help="model + layer + SAE bundle (default: embedded, runs offline)")
@@ -38,6 +40,7 @@ def model_name(args: argparse.Namespace) -> str:
 
 
 def preset_from_args(args: argparse.Namespace) -> Preset:
+    """The :class:`~yapo_interp.models.Preset` named by ``--preset``."""
     return get_preset(args.preset)
 
 

@@ -59,6 +59,7 @@ class FeatureContext:
 
     @property
     def activation(self) -> float:
+        """The feature's activation at its strongest token of the window."""
         return self.activations[self.peak]
 
 
@@ -73,6 +74,7 @@ class FeatureStats:
 
     @property
     def firing_rate(self) -> float:
+        """Share of the tokens seen on which the feature fires (NaN when none were seen)."""
         return len(self.activations) / self.n_tokens if self.n_tokens else float("nan")
 
 
@@ -233,6 +235,7 @@ def index_html(rows: Sequence[tuple[int, str, str]], title: str) -> str:
 
 
 def page_name(feature: int) -> str:
+    """The file name of feature ``feature``'s page."""
     return f"feature_{int(feature)}.html"
 
 

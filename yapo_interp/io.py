@@ -44,6 +44,7 @@ def _umask() -> int:
 
 
 def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` as UTF-8, atomically; returns the path."""
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)
@@ -60,6 +61,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented UTF-8 JSON, atomically (dataclasses, paths, numpy and torch
+    values converted); returns the path."""
     return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=_jsonable) + "\n")
 
 
@@ -81,6 +84,7 @@ def read_text(path: str | Path) -> str:
 
 
 def read_json(path: str | Path) -> Any:
+    """A JSON file's content (read by :func:`read_text`)."""
     return json.loads(read_text(path))
 
 

@@ -62,6 +62,8 @@ def tokenize_response(model: HookedTransformer, response: str) -> Int[torch.Tens
 
 
 def pad_token_id(model: HookedTransformer) -> int:
+    """The id right padding uses: the tokenizer's pad token, else 0 (padded positions are masked,
+    so any id does)."""
     tokenizer = model.tokenizer
     if tokenizer is not None and tokenizer.pad_token_id is not None:
         return int(tokenizer.pad_token_id)
@@ -259,6 +261,7 @@ class SharedPrefixBatch:
 
     @property
     def n_rows(self) -> int:
+        """The number of (prompt, response) rows."""
         return self.suffix_tokens.shape[0]
 
 

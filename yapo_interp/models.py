@@ -158,6 +158,7 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
+    """The preset named ``name``; a ``ModelLoadError`` listing the valid ones otherwise."""
     try:
         return PRESETS[name]
     except KeyError:
@@ -182,6 +183,7 @@ def cache_root() -> Path:
 
 
 def embedded_model_dir() -> Path:
+    """Where the converted embedded model is cached (below :func:`cache_root`)."""
     return cache_root() / "gemma-3-270m"
 
 

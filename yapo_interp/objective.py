@@ -134,12 +134,15 @@ class PreparedPair:
     reference_rejected: float | None = None
 
     def response(self, which: str) -> torch.Tensor:
+        """The tokens of response ``which`` (``"chosen"`` or ``"rejected"``)."""
         return self.chosen if which == "chosen" else self.rejected
 
     def response_resid(self, which: str) -> torch.Tensor:
+        """The cached layer-``L`` residuals of response ``which`` (``None`` when not cached)."""
         return self.resid_chosen if which == "chosen" else self.resid_rejected
 
     def sequence(self, which: str) -> torch.Tensor:
+        """Prompt and response ``which`` as one token sequence."""
         return torch.cat([self.prompt, self.response(which)])
 
 
@@ -299,6 +302,7 @@ class FastPath:
 
     @classmethod
     def plain(cls) -> FastPath:
+        """Every shortcut off: the plain computation the fast paths are tested against."""
         return cls(False, False, False, False, False)
 
 
@@ -340,6 +344,8 @@ class PreferenceObjective:
     # -- steering ------------------------------------------------------------------------------
 
     def steer_fn(self, v: torch.Tensor, direction: int) -> SteerFn:
+        """The intervention of ``v`` in ``direction`` (strength ``direction · multiplier``) as a
+        function of the layer-``L`` residual ``h``."""
         strength = direction * self.multiplier
         return lambda h: intervention(h, v, strength, self.sae, method=self.method)
 

@@ -42,6 +42,7 @@ class GenerationSettings:
     decoding: str = "greedy"
 
     def key(self) -> str:
+        """A short hash of the settings (and the cache format): the cache file's name."""
         text = json.dumps({**asdict(self), "format": CACHE_FORMAT}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

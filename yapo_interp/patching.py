@@ -141,6 +141,7 @@ def first_token_logprobs_from_residual(
 
 
 def site_hook_name(layer: int, site: str) -> str:
+    """The hook name of ``site`` at ``layer``; a ``UserError`` for a site not in :data:`SITES`."""
     if site not in SITES:
         raise UserError(f"Unknown patch site {site!r}; valid sites: {', '.join(SITES)}.")
     return act_name(site, layer)
@@ -348,10 +349,12 @@ class PatchingPair:
 
     @property
     def country_index(self) -> int:
+        """Index of the asking country's option."""
         return self.option_labels.index(self.country)
 
     @property
     def western_index(self) -> int:
+        """Index of the Western control option."""
         return self.option_labels.index(WESTERN)
 
 
@@ -553,6 +556,7 @@ def run_patching(model, items, config: PatchingConfig, out_dir: Path | None = No
 
 
 def json_roundtrip(value):
+    """``value`` through JSON and back: plain lists, dicts, numbers and strings."""
     import json
 
     return json.loads(json.dumps(value))
@@ -560,6 +564,8 @@ def json_roundtrip(value):
 
 def save_patching(result: PatchingResult, config: PatchingConfig, layers: list[int],
                   out_dir: Path) -> dict[str, Path]:
+    """Write the patching table (CSV and parquet), its summary, ``chosen_layer.json`` (the rule,
+    the effect per layer, the nearest shipped SAE layer, run info) and the figure into ``out_dir``."""
     files = {
         "table": write_table(out_dir / "patching.csv", result.table),
         "table_parquet": write_table(out_dir / "patching.parquet", result.table),
@@ -590,6 +596,7 @@ def save_patching(result: PatchingResult, config: PatchingConfig, layers: list[i
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``python -m yapo_interp.patching``."""
     parser = argparse.ArgumentParser(
         prog="python -m yapo_interp.patching",
         description="Choose the steering layer by patching localized into non-localized runs "
@@ -617,6 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Patch localized into non-localized runs at every layer, choose the steering layer and write
+    the results into ``--out`` (resumable)."""
     args = build_parser().parse_args(argv)
     countries = resolve_countries(args.countries)
     if args.pairs < 1:

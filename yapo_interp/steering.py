@@ -356,6 +356,7 @@ class SteeringVector:
 
     @property
     def hook_name(self) -> str:
+        """The hook the vector steers at: the residual stream after its layer."""
         return hook_name_for(self.layer)
 
     def __repr__(self) -> str:
@@ -462,6 +463,8 @@ class SteeringVector:
 
     def check_fits(self, *, model: HookedTransformer | None = None, sae: SAE | None = None,
                    source: str = "the steering vector") -> None:
+        """A one-line ``UserError`` listing every way the vector does not fit ``model`` or ``sae``
+        (see :meth:`mismatches`)."""
         problems = self.mismatches(model=model, sae=sae)
         if problems:
             raise UserError(f"{source} ({self.method}, layer {self.layer}) does not fit: "

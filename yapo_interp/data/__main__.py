@@ -94,6 +94,7 @@ def render(rows: list[dict[str, object]], *, markdown: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Validate the dataset files (or the shipped set) and print their counts; 2 when one fails."""
     parser = argparse.ArgumentParser(prog="python -m yapo_interp.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", type=Path, metavar="FILES",

@@ -95,10 +95,12 @@ class ABItem:
 
     @property
     def matching_text(self) -> str:
+        """The text of the answer that shows the behaviour."""
         return self.a if self.matching == "A" else self.b
 
     @property
     def not_matching_text(self) -> str:
+        """The text of the answer that does not show the behaviour."""
         return self.b if self.matching == "A" else self.a
 
 
@@ -113,6 +115,7 @@ class FileReport:
     first_skipped: list[tuple[int, str]] = field(default_factory=list)
 
     def skip(self, row: int, reason: str) -> None:
+        """Count row ``row`` as skipped for ``reason`` (remembered among the first reported ones)."""
         self.skipped += 1
         if len(self.first_skipped) < REPORTED_ROWS:
             self.first_skipped.append((row, reason))
@@ -140,6 +143,7 @@ class BehaviourSet:
 
     @property
     def skipped(self) -> int:
+        """Rows skipped over the three files."""
         return sum(report.skipped for report in self.reports.values())
 
     def test_questions_in_train(self) -> list[str]:
@@ -150,6 +154,7 @@ class BehaviourSet:
         return sorted(trained & tested)
 
     def summary(self) -> str:
+        """The files' reports, one line each, and a note when test questions are in ``train.csv``."""
         lines = [f"behaviour {self.name} ({self.folder}):"]
         lines += [f"  {report.summary()}" for report in self.reports.values()]
         leaked = self.test_questions_in_train()

@@ -58,4 +58,5 @@ def normalise_country(name: str) -> str:
 
 
 def all_countries() -> list[str]:
+    """Every country of every language group, in group order."""
     return [country for countries in LANGUAGE_GROUPS.values() for country in countries]

@@ -112,6 +112,7 @@ class CulturalItem:
         return text
 
     def has_form(self, form: Form) -> bool:
+        """Whether the item has a prompt in ``form`` (partial items may lack one)."""
         return bool(self.localized_prompt if form == "localized" else self.nonlocalized_prompt)
 
     @property
@@ -134,6 +135,7 @@ class CulturalItem:
 
     @property
     def option_texts(self) -> list[str]:
+        """The options' texts, in order."""
         return [option.text for option in self.options]
 
     def to_record(self) -> dict[str, Any]:
@@ -367,6 +369,7 @@ class Located:
 
     @property
     def where(self) -> str:
+        """The place, ``FILE:LINE`` (LINE a line or row number), for error messages."""
         return _where(self.file, self.line)
 
 
