@@ -98,3 +98,27 @@ def test_study_calls_the_stages_with_one_model_and_reports_their_command_lines(
     monkeypatch.setattr(study, "run_train", lambda *args, **kwargs: pytest.fail("trained again"))
     study.run_study(plan, tmp_path)
     assert loads == ["embedded"]  # every stage skipped: the model is not even loaded
+
+
+def test_a_sweep_selection_sets_each_methods_learning_rate(tmp_path, monkeypatch):
+    """``--selection`` reads a sweep's selection.json: each method trains at its selected lr (the
+    plan records the numbers), methods without one keep the preset's; sae-dense needs an SAE, so
+    it is trained after the dense methods."""
+    import json
+
+    from yapo_interp import study
+
+    (tmp_path / "selection.json").write_text(json.dumps({"methods": {
+        "bipo": {"lr": 0.1, "multiplier": 1.0}, "yapo": {"lr": 2.0, "multiplier": 1.0}}}))
+    plans = []
+    monkeypatch.setattr(study, "run_study", lambda plan, out: plans.append(plan) or out / "r.md")
+    study.main(["--countries", "egypt", "--quick", "--selection", str(tmp_path),
+                "--methods", "sae-dense", "bipo", "yapo", "--out", str(tmp_path / "out")])
+    plan = plans[0]
+    assert plan.lrs == (("bipo", 0.1), ("yapo", 2.0))
+    assert plan.methods == ("sae-dense", "bipo", "yapo")
+    assert study.train_config(plan, "yapo", "egypt", "both", 11).training.lr == 2.0
+    assert study.train_config(plan, "sae-dense", "egypt", "both", 11).training.lr == 0.5  # preset
+    with pytest.raises(UserError, match="not a sweep selection"):
+        study.main(["--countries", "egypt", "--selection", str(tmp_path / "missing.json"),
+                    "--out", str(tmp_path / "out")])

@@ -18,9 +18,16 @@ generated once and shared by both methods), the eval loss is measured on validat
 carved from the training questions, and evaluation runs on the test questions of the fixed
 question-level split (seed 0), which neither the vectors nor the SAEs saw.
 
+``--selection`` takes a sweep's ``selection.json`` (``python -m yapo_interp.sweep``): each method
+then trains at the learning rate the sweep selected on validation questions (recorded in the
+plan and in every run's settings); ``--methods`` adds ``sae-dense``, ``caa`` or ``sas`` beside
+BiPO and YaPO.
+
 Example::
 
     python -m yapo_interp.study --countries egypt morocco --quick
+    python -m yapo_interp.study --countries egypt nepal --selection runs/sweep \
+        --methods bipo yapo sae-dense
 """
 
 from __future__ import annotations
@@ -46,7 +53,8 @@ from yapo_interp.io import read_json, run_info, write_json, write_text
 from yapo_interp.models import PRESETS, get_preset
 from yapo_interp.patching import PatchingConfig, run_patching
 from yapo_interp.seeding import set_seed
-from yapo_interp.steering import SPARSE_METHODS
+from yapo_interp.steering import METHODS, SAE_METHODS
+from yapo_interp.sweep.gather import read_selection
 from yapo_interp.train import DataSelection, TrainRunConfig, run_train, training_config
 
 if TYPE_CHECKING:
@@ -75,6 +83,11 @@ class StudyPlan:
     layer: int | None = None  # None: from the patching analysis
     seed: int = 0
     device: str = "cpu"
+    lrs: tuple[tuple[str, float], ...] = ()  # per-method lr (e.g. a sweep's selection); else preset
+
+    def lr_for(self, method: str) -> float | None:
+        """The learning rate ``method`` trains with: from ``lrs``, else None (the preset's)."""
+        return dict(self.lrs).get(method)
 
     @classmethod
     def quick(cls, countries: Sequence[str], **overrides) -> StudyPlan:
@@ -152,8 +165,9 @@ def train_config(plan: StudyPlan, method: str, country: str, setting: str,
     """One training run of the plan: ``method`` on ``country``'s ``setting`` at ``layer``."""
     preset = get_preset(plan.preset)
     return TrainRunConfig(
-        training=training_config(preset, method=method, layer=layer, epochs=plan.epochs,
-                                 warmup_steps=plan.warmup_steps, seed=plan.seed),
+        training=training_config(preset, method=method, layer=layer, lr=plan.lr_for(method),
+                                 epochs=plan.epochs, warmup_steps=plan.warmup_steps,
+                                 seed=plan.seed),
         data=DataSelection.for_preset(preset, country, rejected=plan.rejected, setting=setting,
                                       max_pairs=plan.max_pairs),
         preset=plan.preset)
@@ -224,7 +238,7 @@ def train_stages(runner: StageRunner, plan: StudyPlan, out: Path, layer: int,
     """Train every (method, country, setting) of the plan at ``layer``; the run folders. Dense
     methods first: they need no SAE (a study waiting for one can start)."""
     runs: Runs = {}
-    for method in sorted(plan.methods, key=lambda name: name in SPARSE_METHODS):
+    for method in sorted(plan.methods, key=lambda name: name in SAE_METHODS):
         for country in plan.countries:
             for setting in plan.settings:
                 run_dir = out / "train" / f"{country}-{setting}" / method
@@ -308,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "own greedy answer, as in the authors' code)")
     parser.add_argument("--layer", type=int, default=None,
                         help="steer at this layer instead of the patching choice")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None,
+                        help="methods to train and evaluate (default: bipo yapo; attribution "
+                             "needs both)")
+    parser.add_argument("--selection", default=None,
+                        help="a sweep's selection.json (or its --out folder): train each method "
+                             "at the learning rate the sweep selected on validation")
     parser.add_argument("--epochs", type=int, default=None, help="override the epochs")
     parser.add_argument("--judge", choices=("none", "local", "openai"), default=None,
                         help="open-ended judge (default: local; none with --quick)")
@@ -330,8 +350,14 @@ def main(argv: list[str] | None = None) -> int:
                  "device": args.device}
     plan = StudyPlan.quick(countries, **overrides) if args.quick else \
         StudyPlan(countries=countries, **overrides)
+    lrs = None
+    if args.selection is not None:
+        chosen = read_selection(args.selection)
+        lrs = tuple(sorted((method, float(values["lr"])) for method, values in chosen.items()
+                           if values.get("lr") is not None))
     changes = {key: value for key, value in (("epochs", args.epochs), ("judge", args.judge),
-                                             ("rejected", args.rejected))
+                                             ("rejected", args.rejected), ("lrs", lrs),
+                                             ("methods", args.methods and tuple(args.methods)))
                if value is not None}
     if changes:
         plan = StudyPlan(**(asdict(plan) | changes))
