@@ -189,7 +189,7 @@ def test_train_cli_reads_a_behaviour_folder_formatted_as_bipo_with_bad_rows_repo
         seen["train"], seen["eval"] = train_pairs, eval_pairs
         return original(model, train_pairs, eval_pairs, *args, **kwargs)
 
-    monkeypatch.setattr(train, "train_steering_vector", recording)
+    monkeypatch.setattr(train.stage, "train_steering_vector", recording)
     monkeypatch.setattr(yapo_interp.models, "load_model", lambda name, device="cpu": model)
     out = tmp_path / "run"
     code = train.main(["--method", "bipo", "--behaviour", str(folder), "--layer", "1",

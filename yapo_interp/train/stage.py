@@ -29,6 +29,7 @@ from yapo_interp.steering import SteeringVector
 from yapo_interp.train.checkpoint import LOG
 from yapo_interp.train.config import FAST_PATH_FLAGS, Schedule, TrainConfig, training_schedule
 from yapo_interp.train.flags import build_parser, config_from_args
+from yapo_interp.train.loop import train_steering_vector
 from yapo_interp.train.selection import (BehaviourSelection, DataSelection, Selection,
                                          TrainInputs, read_inputs, training_pairs)
 
@@ -200,8 +201,7 @@ def run_train(model: HookedTransformer, config: TrainRunConfig, out: str | Path,
           f"{schedule.total_steps} steps of {schedule.pairs_per_step} pairs, warm-up "
           f"{schedule.warmup_steps} -> {out}", file=sys.stderr)
     started = time.time()
-    # looked up on the package, so that tests can replace yapo_interp.train.train_steering_vector
-    vector = sys.modules[__package__].train_steering_vector(
+    vector = train_steering_vector(
         model, train_pairs, eval_pairs, training, sae=sae, out_dir=out, sae_info=sae_info,
         metadata={**data_info, "preset": config.preset}, progress=progress)
     seconds = time.time() - started
