@@ -61,6 +61,7 @@ from yapo_interp.hooks import hook_name_for
 from yapo_interp.logprobs import (
     final_logits,
     pad_token_id,
+    response_positions,
     right_pad,
     sum_per_row,
     tokenize_prompt,
@@ -173,14 +174,12 @@ def tokenize_pairs(model: HookedTransformer, pairs: Sequence[PreferencePair], *,
 
 
 def _targets(pairs: Sequence[PreparedPair], which: str):
-    """Rows, predicting positions and target ids of every response token of ``prompt + which``."""
-    rows, positions, targets = [], [], []
-    for row, pair in enumerate(pairs):
-        response = pair.response(which)
-        rows.append(torch.full((len(response),), row, dtype=torch.long))
-        positions.append(torch.arange(len(pair.prompt) - 1, len(pair.prompt) - 1 + len(response)))
-        targets.append(response)
-    return torch.cat(rows), torch.cat(positions), torch.cat(targets)
+    """Rows, predicting positions and target ids of every response token of ``prompt + which``
+    (positions by ``logprobs.response_positions``, the one definition)."""
+    responses = [pair.response(which) for pair in pairs]
+    rows, positions, _ = response_positions(torch.tensor([len(pair.prompt) for pair in pairs]),
+                                            torch.tensor([len(response) for response in responses]))
+    return rows, positions, torch.cat(responses)
 
 
 def _stack_targets(parts):
