@@ -45,7 +45,7 @@ from yapo_interp import figures, models
 from yapo_interp.argv import command_line
 from yapo_interp.attribution import AttributionConfig, AttributionRunConfig, run_attribution
 from yapo_interp.cli import check_run_args, check_sae_available, run_cli
-from yapo_interp.data import load_cultural, resolve_countries
+from yapo_interp.data import FORMS, load_cultural, resolve_countries
 from yapo_interp.data.pairs import REJECTED
 from yapo_interp.errors import UserError
 from yapo_interp.evaluate import EvalConfig, EvaluateConfig, run_evaluate
@@ -69,7 +69,7 @@ class StudyPlan:
     """Sizes of every stage; ``quick()`` is the CPU-friendly variant."""
 
     countries: tuple[str, ...]
-    settings: tuple[str, ...] = ("localized", "nonlocalized")
+    settings: tuple[str, ...] = FORMS  # one run per form; quick: "both"
     methods: tuple[str, ...] = ("bipo", "yapo")
     patching_pairs: int = 12
     epochs: int = 20

@@ -10,14 +10,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from yapo_interp.data.pairs import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION
+from yapo_interp.data.pairs import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, SETTINGS
 from yapo_interp.errors import UserError
 from yapo_interp.steering import METHODS
 
 MEAN_METHODS = ("caa", "sas")  # no learning rate, no seed: one trial per (country, setting)
 RESULT = "result.json"
 ERROR = "error.txt"
-EVAL_SETTINGS = ("localized", "nonlocalized", "both")
+EVAL_SETTINGS = SETTINGS  # the training settings a sweep can span (yapo_interp.data)
 SELECT_METRICS = ("margin", "p_correct", "accuracy")
 
 

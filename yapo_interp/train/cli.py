@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 from yapo_interp import models  # load_model through the module: tests patch it there
-from yapo_interp.cli import check_run_args, check_sae_available, set_seed
+from yapo_interp.cli import check_run_args, check_sae_available
+from yapo_interp.seeding import set_seed
 from yapo_interp.train.flags import DEFAULT_OUT, build_parser
 from yapo_interp.train.stage import TrainRunConfig, prepare_inputs, run_name, run_train
 

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from yapo_interp.cli import add_common_args
-from yapo_interp.data import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, REJECTED
+from yapo_interp.data import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, REJECTED, SETTINGS
 from yapo_interp.models import Preset
 from yapo_interp.objective import FastPath
 from yapo_interp.steering import METHODS
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=METHODS, required=True)
     data = parser.add_argument_group("data")
     data.add_argument("--country", help="country of the cultural dataset, e.g. egypt")
-    data.add_argument("--setting", choices=("localized", "nonlocalized", "both"),
+    data.add_argument("--setting", choices=SETTINGS,
                       default="localized", help="prompt setting (default: localized)")
     data.add_argument("--rejected", choices=REJECTED, default=None,
                       help="dispreferred responses: the Western option, another country's "
