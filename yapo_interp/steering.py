@@ -322,8 +322,25 @@ def check_vector_files(header: Mapping[str, Any], tensor_metadata: Mapping[str, 
                  fix="the file is damaged or training diverged; re-copy it or retrain the vector")
 
 
+class MethodTraits:
+    """What a ``method`` name implies, for any class with a ``method`` attribute (a vector, a
+    training config)."""
+
+    method: str
+
+    @property
+    def is_sparse(self) -> bool:
+        """Applied through the SAE's encoder and ReLU (yapo, sas; eq. 3)."""
+        return self.method in SPARSE_METHODS
+
+    @property
+    def uses_sae(self) -> bool:
+        """Lives in SAE code space (``d_sae`` entries) and needs its SAE: yapo, sas, sae-dense."""
+        return self.method in SAE_METHODS
+
+
 @dataclass
-class SteeringVector:
+class SteeringVector(MethodTraits):
     """A learned (BiPO, YaPO) or averaged (CAA, SAS) steering vector at one layer.
 
     ``vector`` has ``d_model`` entries for the dense methods (bipo, caa) and ``d_sae`` entries for
@@ -343,16 +360,6 @@ class SteeringVector:
                             f"{', '.join(METHODS)}.")
         if self.vector.ndim != 1:
             raise UserError(f"A steering vector must be 1-D, got shape {tuple(self.vector.shape)}.")
-
-    @property
-    def is_sparse(self) -> bool:
-        """Applied through the SAE's encoder and ReLU (yapo, sas; eq. 3)."""
-        return self.method in SPARSE_METHODS
-
-    @property
-    def uses_sae(self) -> bool:
-        """Lives in SAE code space (``d_sae`` entries) and needs its SAE: yapo, sas, sae-dense."""
-        return self.method in SAE_METHODS
 
     @property
     def hook_name(self) -> str:

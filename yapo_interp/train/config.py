@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from yapo_interp.errors import UserError
 from yapo_interp.objective import FastPath
-from yapo_interp.steering import METHODS, SAE_METHODS, SPARSE_METHODS
+from yapo_interp.steering import METHODS, MethodTraits
 
 if TYPE_CHECKING:
     from yapo_interp.models import Preset
@@ -20,7 +20,7 @@ MEAN_DIFFERENCE_METHODS = ("caa", "sas")  # one pass over the data, no optimiser
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(MethodTraits):
     """Training settings: appendix A's defaults, BiPO's where the paper is silent (β).
 
     ``fast_path`` says which shortcuts the objective takes (``objective.FastPath``; all off = the
@@ -87,16 +87,6 @@ class TrainConfig:
         for name, value in asdict(self).items():
             flat.update(value if name == "fast_path" else {name: value})
         return flat
-
-    @property
-    def is_sparse(self) -> bool:
-        """Steers through the SAE's encoder and ReLU (yapo, sas)."""
-        return self.method in SPARSE_METHODS
-
-    @property
-    def uses_sae(self) -> bool:
-        """``v`` lives in SAE code space and needs the SAE (yapo, sas, sae-dense)."""
-        return self.method in SAE_METHODS
 
     @property
     def is_mean_difference(self) -> bool:
