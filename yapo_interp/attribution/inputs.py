@@ -14,6 +14,7 @@ from yapo_interp.attribution.config import AttributionRunConfig
 from yapo_interp.attribution.prompts import load_prompts
 from yapo_interp.errors import UserError
 from yapo_interp.steering import SteeringVector
+from yapo_interp.vectors import load_sae_spec, sae_spec
 
 if TYPE_CHECKING:  # slow imports, needed only for type hints
     from sae_lens import SAE
@@ -59,21 +60,14 @@ def load_inputs(config: AttributionRunConfig) -> AttributionInputs:
 
 def _sae_for(yapo: SteeringVector, preset: models.Preset, model: HookedTransformer,
              device: str) -> tuple[SAE, str]:
-    """The SAE named in the YaPO vector's metadata, else the preset's SAE at the vector's layer.
-
-    (To be replaced by the one SAE lookup of ``yapo_interp.vectors``, which ``evaluate`` uses too.)
-    """
-    info = (yapo.metadata or {}).get("sae") or {}
-    path = info.get("path")
-    if path and Path(path).expanduser().is_dir():
-        return models.load_sae(str(path), model=model, device=device), f"{path}"
-    release, sae_id = info.get("release"), info.get("id")
-    if release:
-        return (models.load_sae(release, sae_id, layer=yapo.layer, model=model, device=device),
-                f"{release}/{sae_id}" if sae_id else f"{release} layer {yapo.layer}")
-    if path:
-        print(f"note: the SAE folder {path} named in the YaPO vector is missing; using the "
-              f"{preset.name} preset's SAE for layer {yapo.layer}", file=sys.stderr)
-    release, sae_id = preset.sae_for_layer(yapo.layer)
-    return (models.load_sae(release, sae_id, layer=yapo.layer, model=model, device=device),
-            f"{release}/{sae_id}" if sae_id else f"{release} layer {yapo.layer}")
+    """The SAE the YaPO vector steers through (``vectors.sae_spec``: the folder named in its
+    metadata, else the release named there, else the preset's SAE at its layer), and its name."""
+    path = ((yapo.metadata or {}).get("sae") or {}).get("path")
+    spec = sae_spec(yapo, preset=preset)
+    if path and spec[0] != str(Path(path).expanduser()):
+        print(f"note: the SAE folder {path} named in the YaPO vector is missing; using "
+              f"{spec[0]}", file=sys.stderr)
+    release, sae_id, layer = spec
+    name = release if layer is None else (f"{release}/{sae_id}" if sae_id
+                                          else f"{release} layer {layer}")
+    return load_sae_spec(spec, model, device=device), name
