@@ -359,3 +359,13 @@ def test_a_closed_port_is_reported_before_any_work():
         make(server).check_reachable()  # a listening server passes
     with pytest.raises(UserError, match="--judge-deadline must be a positive"):
         OpenAIJudge("http://127.0.0.1:1/v1", "m", deadline=0)
+
+
+def test_one_script_table_serves_the_judge_and_the_corpus_filter():
+    from yapo_interp.corpus.text import script_fraction
+    from yapo_interp.judge.local import letter_script
+
+    assert [letter_script(c) for c in "aé\u0639\u0761\ufe8e\u0915中"] == [
+        "latin", "latin", "arabic", "arabic", "arabic", "devanagari", "other"]
+    assert script_fraction("\u0639\u0761 ab", "arabic") == 0.5  # Arabic Supplement counts
+    assert script_fraction("\u0915\u0916 ab", "hindi") == 0.5

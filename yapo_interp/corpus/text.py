@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from yapo_interp.data.scripts import letter_script
+
 LANGUAGES = ("english", "spanish", "portuguese", "arabic", "hindi")
 
-# Unicode blocks that identify a script; a text "is" Arabic/Hindi when most of its letters are.
-SCRIPTS = {"arabic": (0x0600, 0x06FF), "hindi": (0x0900, 0x097F)}
+# The script that identifies a language; a text "is" Arabic/Hindi when most of its letters are.
+SCRIPTS = {"arabic": "arabic", "hindi": "devanagari"}  # language -> data.scripts script
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,11 @@ def is_heldout(text: str, every: int) -> bool:
 
 def script_fraction(text: str, language: str) -> float:
     """Fraction of the letters of ``text`` in ``language``'s script (Arabic/Devanagari)."""
-    low, high = SCRIPTS[language]
+    script = SCRIPTS[language]
     letters = [char for char in text if char.isalpha()]
     if not letters:
         return 0.0
-    return sum(low <= ord(char) <= high for char in letters) / len(letters)
+    return sum(letter_script(char) == script for char in letters) / len(letters)
 
 
 def looks_like(text: str, language: str) -> bool:

@@ -8,6 +8,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from yapo_interp.data.scripts import letter_script
 from yapo_interp.judge.base import Judge
 from yapo_interp.judge.rubric import JudgeRequest, Verdict
 
@@ -15,18 +16,6 @@ LANGUAGE_SCRIPTS = {"english": "latin", "spanish": "latin", "portuguese": "latin
                     "arabic": "arabic", "hindi": "devanagari"}
 REFUSALS = ("i cannot", "i can't", "i'm sorry", "i am sorry", "as an ai", "lo siento",
             "desculpe", "عذرا", "عذراً", "माफ़ कीजिए")
-
-
-def letter_script(character: str) -> str:
-    """'latin', 'arabic', 'devanagari' or 'other' for a letter."""
-    code = ord(character)
-    if 0x0600 <= code <= 0x06FF or 0x0750 <= code <= 0x077F or 0xFB50 <= code <= 0xFEFF:
-        return "arabic"
-    if 0x0900 <= code <= 0x097F:
-        return "devanagari"
-    if character.isascii() or 0x00C0 <= code <= 0x024F:
-        return "latin"
-    return "other"
 
 
 def script_share(text: str, script: str) -> float:
