@@ -62,11 +62,12 @@ def tokenize_shared_prefix(model, prompts: Sequence[str], responses: Sequence[st
                            ) -> SharedPrefixBatch:
     """``tokenize_prompt_response``'s rows as a ``SharedPrefixBatch``: each distinct prompt once
     (without its last token), each row's suffix = the prompt's last token + the response."""
-    for prompt, response in zip(prompts, responses, strict=True):
-        if not tokenize_response(model, response).numel():
+    response_ids = [tokenize_response(model, response) for response in responses]
+    for prompt, ids in zip(prompts, response_ids, strict=True):
+        if not ids.numel():
             raise UserError(f"Empty response for prompt {prompt[:60]!r}: every option needs text.")
     return shared_prefix_batch(model, [tokenize_prompt(model, prompt) for prompt in prompts],
-                               [tokenize_response(model, response) for response in responses])
+                               response_ids)
 
 
 def first_token_logprobs_from_residual(
