@@ -276,3 +276,31 @@ def test_shared_prompt_patching_moves_the_answer(model):
 def test_shared_prefix_tokenization_refuses_an_empty_option(model):
     with pytest.raises(UserError, match="Empty response"):
         tokenize_shared_prefix(model, ["a question?"], [""])
+
+
+def test_choosing_the_layer_never_patches_a_test_question(monkeypatch):
+    """Layer choice is tuning: run_patching draws its pairs from training questions only (the
+    split train and evaluate use), even when asked for more pairs than exist."""
+    from yapo_interp.data import load_cultural
+    from yapo_interp.data.pairs import is_test_question
+    from yapo_interp.patching import PatchingConfig, run_patching, stage
+
+    seen = []
+    monkeypatch.setattr(stage, "score_pairs", lambda model, batch, *a, **k: seen.extend(batch)
+                        or [])
+    monkeypatch.setattr(stage, "check_layer", lambda model, layer: layer)
+    monkeypatch.setattr(stage, "summarise", lambda table: table)
+    monkeypatch.setattr(stage, "choose_layer", lambda summary: 0)
+
+    class Tiny:  # run_patching reads only the layer count and the tokenizer
+        cfg = type("cfg", (), {"n_layers": 2})
+        tokenizer = None
+
+    items = load_cultural(countries=["egypt", "morocco"])
+    assert any(is_test_question(item.question_id) for item in items)
+    try:
+        run_patching(Tiny(), items, PatchingConfig(pairs_per_country=100, layers=(0,)),
+                     progress=False)
+    except (KeyError, ValueError):
+        pass  # the empty table after the stubbed scoring; the pairs were drawn before
+    assert seen and not any(is_test_question(pair.pair_id) for pair in seen)

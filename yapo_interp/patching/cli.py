@@ -12,6 +12,7 @@ from yapo_interp.data import load_cultural, resolve_countries
 from yapo_interp.errors import UserError
 from yapo_interp.seeding import set_seed
 from yapo_interp.patching.analysis import localization_gain
+from yapo_interp.data.pairs import DEFAULT_TEST_FRACTION
 from yapo_interp.patching.core import SITES
 from yapo_interp.patching.stage import PatchingConfig, run_patching
 
@@ -41,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-shared-prompts", dest="share_prompts", action="store_false",
                         help="run every prompt + option row in full at every layer (the plain "
                              "reference computation; same numbers, slower)")
+    parser.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
+                        help="share of questions held out as test (default 0.25); choosing the "
+                             "layer is tuning, so only training questions are patched")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="seed of the question-level split (default 0, as train/evaluate)")
     add_common_args(parser, out_default="runs/patching")
     return parser
 

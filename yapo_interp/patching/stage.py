@@ -17,6 +17,7 @@ from yapo_interp.data import resolve_countries
 from yapo_interp.errors import UserError
 from yapo_interp.figures import patching_figure
 from yapo_interp.io import append_jsonl, read_json, read_jsonl, run_info, write_json, write_table
+from yapo_interp.data.pairs import DEFAULT_TEST_FRACTION, split_items
 from yapo_interp.models import check_layer
 from yapo_interp.style import save_figure
 from yapo_interp.patching.analysis import (choose_layer, localization_gain, patching_pairs,
@@ -44,6 +45,9 @@ class PatchingConfig:
     seed: int = 0
     model: str = "embedded"
     share_prompts: bool = True  # each prompt's unpatched prefix runs once (same numbers, faster)
+    # choosing the layer is tuning: only training questions of this split are patched
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    split_seed: int = 0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> PatchingConfig:
@@ -53,7 +57,8 @@ class PatchingConfig:
                    layers=tuple(args.layers) if args.layers else None, site=args.site,
                    pairs_per_country=args.pairs, batch_pairs=args.batch_pairs, score=args.score,
                    dataset=args.dataset, seed=args.seed, model=model_name(args),
-                   share_prompts=args.share_prompts)
+                   share_prompts=args.share_prompts, test_fraction=args.test_fraction,
+                   split_seed=args.split_seed)
 
     def to_argv(self) -> list[str]:
         """The arguments (without ``--out`` and ``--device``) that give this config back through
@@ -66,7 +71,8 @@ class PatchingConfig:
                 self.site, "--pairs", str(self.pairs_per_country), "--batch-pairs",
                 str(self.batch_pairs), "--score", self.score, *flag("--dataset", self.dataset),
                 "--seed", str(self.seed), "--model", self.model,
-                *switch("--no-shared-prompts", not self.share_prompts)]
+                *switch("--no-shared-prompts", not self.share_prompts),
+                "--test-fraction", str(self.test_fraction), "--split-seed", str(self.split_seed)]
 
 
 
@@ -97,7 +103,8 @@ def run_patching(model, items, config: PatchingConfig, out_dir: Path | None = No
                         "each layer once (duplicates would be patched twice).")
     for layer in layers:
         check_layer(model, layer)
-    pairs = patching_pairs(items, config.countries, config.pairs_per_country, config.seed,
+    training, _ = split_items(items, test_fraction=config.test_fraction, seed=config.split_seed)
+    pairs = patching_pairs(training, config.countries, config.pairs_per_country, config.seed,
                            config.prompt_style, model.tokenizer)
     records: list[dict] = []
     partial = None
