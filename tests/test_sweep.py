@@ -74,7 +74,7 @@ def grid(data_file, **changes):
     shared = dict(epochs=2, batch_size=2, warmup_steps=0, beta=1.0, multipliers=(0.5, 1.0),
                   rejected="western", data=str(data_file))
     values = dict(methods=("bipo", "sae-dense"), countries=("usa",), settings=("localized",),
-                  lrs=(0.05, 0.5), seeds=(0,), shared=shared)
+                  lrs=(0.05, 0.5), seeds=(0,), shared=shared, baseline=False)
     return SweepGrid(**{**values, **changes})
 
 
@@ -144,8 +144,11 @@ def test_cli_quick_flags_and_checks(tmp_path):
     with pytest.raises(UserError, match="unknown method 'dpo'"):
         SweepGrid(methods=("dpo",))
     trials = SweepGrid(methods=("bipo", "caa"), lrs=(0.1, 1.0), seeds=(0, 1)).trials()
-    assert sum(t.method == "caa" for t in trials) == 1 and len(trials) == 5  # no lr, no seed
-    assert len({t.name for t in trials}) == 5
+    # the baseline and CAA: one trial each (no lr, no seed), first
+    assert [t.method for t in trials[:2]] == ["baseline", "caa"] and len(trials) == 6
+    assert trials[0].lr is None and trials[0].setting == "both"
+    assert len({t.name for t in trials}) == 6
+    assert len(SweepGrid(methods=("bipo",), baseline=False).trials()) == 3
     assert TrialSpec("bipo", "egypt", "localized", 0.1, 0).name != TrialSpec(
         "bipo", "egypt", "localized", 0.1, 0, epochs=3).name  # every setting in the name hash
 
@@ -251,10 +254,12 @@ def test_cli_runs_a_sweep_with_an_injected_model(tmp_path, ray_session, data_fil
             "--model-factory", "yapo_interp.testing:tiny_sweep_setup", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "2 ran, 0 skipped" in printed and "bipo: lr 0.1, λ 1.0" in printed
+    # the two bipo seeds and the unsteered baseline
+    assert "3 ran, 0 skipped" in printed and "bipo: lr 0.1, λ 1.0" in printed
+    assert "baseline:" not in printed
     table = pd.read_csv(out / "results.csv")
     assert sorted(table["seed"].unique()) == [0, 1] and set(table["epochs"]) == {1}
-    assert main(argv) == 0 and "0 ran, 2 skipped" in capsys.readouterr().out
+    assert main(argv) == 0 and "0 ran, 3 skipped" in capsys.readouterr().out
 
 
 def test_a_worker_keeps_its_model_between_trials(monkeypatch):
@@ -274,3 +279,120 @@ def test_a_worker_keeps_its_model_between_trials(monkeypatch):
     assert ModelSetup.load(Copy(**dataclasses.asdict(setup))) is first and len(calls) == 1
     ModelSetup(factory="other:setup").load()  # another model replaces it (one per worker)
     assert len(calls) == 2 and len(sweep._LOADED) == 1
+
+
+def test_trials_come_seed_by_seed_and_lr_by_lr_so_a_partial_sweep_is_balanced():
+    grid = SweepGrid(methods=("bipo", "yapo", "sae-dense"), lrs=(0.1, 1.0), seeds=(0, 1, 2),
+                     baseline=False)
+    trials = grid.trials()
+    assert len(trials) == 18
+    for cut in (3, 6, 9, 12):  # any whole (seed, lr) slice holds every method once
+        head = trials[:cut]
+        for key in {(t.seed, t.lr) for t in head}:
+            assert sorted(t.method for t in head if (t.seed, t.lr) == key) == [
+                "bipo", "sae-dense", "yapo"]
+    assert [(t.seed, t.lr) for t in trials[::3]] == [
+        (seed, lr) for seed in (0, 1, 2) for lr in (0.1, 1.0)]
+
+
+def test_mean_ci_over_seeds_is_the_student_t_interval():
+    from yapo_interp.metrics import mean_ci_over_seeds
+
+    interval = mean_ci_over_seeds([1.0, 2.0, 3.0])
+    # mean 2, sd 1, t(0.975, 2) = 4.3027: half-width 4.3027 / sqrt(3)
+    assert interval.value == pytest.approx(2.0)
+    assert interval.high - interval.value == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+    assert interval.value - interval.low == pytest.approx(interval.high - interval.value)
+    single = mean_ci_over_seeds([0.4, float("nan")])
+    assert (single.value, single.low, single.high, single.n) == (0.4, 0.4, 0.4, 1)
+    with pytest.raises(ValueError, match="no seeds"):
+        mean_ci_over_seeds([])
+
+
+def planted_curves():
+    """Validation losses of two methods × two seeds at their selected lr, and one other lr."""
+    rows = []
+    losses = {("yapo", 0): [0.6, 0.45, 0.35], ("yapo", 1): [0.55, 0.5, 0.38],
+              ("bipo", 0): [0.68, 0.62, 0.55], ("bipo", 1): [0.66, 0.58, 0.5]}
+    for (method, seed), values in losses.items():
+        for lr in (0.1, 1.0):
+            for step, loss in zip((10, 20, 30), values):
+                rows.append({"trial": f"{method}-{lr}-{seed}", "method": method, "lr": lr,
+                             "seed": seed, "country": "egypt", "setting": "localized",
+                             "step": step, "epoch": step // 10,
+                             "eval_loss": loss + (0.0 if lr == 1.0 else 0.1)})
+    return pd.DataFrame(rows)
+
+
+def test_convergence_by_threshold_counts_steps_per_seed_and_marks_the_selected_lr():
+    from yapo_interp.sweep.report import convergence_by_threshold
+
+    selection = {"methods": {"yapo": {"lr": 1.0}, "bipo": {"lr": 1.0}}}
+    table = convergence_by_threshold(planted_curves(), selection, thresholds=(0.5, 0.4))
+    at = table.set_index(["method", "lr", "threshold"])
+    # yapo at lr 1: 0.5 reached at step 20 (seed 0) and 20 (seed 1); 0.4 at 30 and 30
+    assert at.loc[("yapo", 1.0, 0.5), "median_steps"] == 20
+    assert at.loc[("yapo", 1.0, 0.4), "median_steps"] == 30
+    # bipo at lr 1: 0.5 only by seed 1 (step 30): the median over 2 seeds is "never"
+    assert at.loc[("bipo", 1.0, 0.5), "n_reached"] == 1
+    assert at.loc[("bipo", 1.0, 0.5), "median_steps"] == math.inf
+    assert at.loc[("bipo", 0.1, 0.4), "n_reached"] == 0
+    assert set(table.loc[table["selected_lr"], "lr"]) == {1.0}
+
+
+def test_rca_and_pnlg_per_seed_at_the_selected_settings():
+    from yapo_interp.sweep.report import table3_rca_pnlg
+
+    rows = []
+    for seed, (loc, non) in enumerate(((1.0, 0.5), (0.5, 0.5))):
+        for form, share in (("localized", loc), ("nonlocalized", non)):
+            for index in range(4):
+                for multiplier in (1.0, 2.0):
+                    rows.append({"split": "test", "method": "yapo", "lr": 1.0, "seed": seed,
+                                 "multiplier": multiplier, "country": "egypt",
+                                 "setting": "localized", "form": form,
+                                 "score": float(index < share * 4) if multiplier == 1.0
+                                 else 0.0})
+    selection = {"methods": {"yapo": {"lr": 1.0, "multiplier": 1.0}}}
+    table = table3_rca_pnlg(pd.DataFrame(rows), selection)
+    row = table.iloc[0]
+    # seed 0: loc 1, non 0.5 -> RCA 2/3, PNLG 0.5/0.75; seed 1: 0.5, 0.5 -> RCA 0.5, PNLG 0
+    assert row["n_seeds"] == 2
+    assert row["rca"] == pytest.approx((2 / 3 + 0.5) / 2, abs=1e-6)
+    assert row["pnlg"] == pytest.approx((0.5 / 0.75) / 2, abs=1e-6)
+    assert row["acc_localized"] == pytest.approx(0.75)
+
+
+def test_a_baseline_trial_and_the_report(tmp_path, ray_session, data_file):
+    out = tmp_path / "sweep"
+    sweep = grid(data_file, methods=("bipo",), lrs=(0.5,), seeds=(0, 1), baseline=True)
+    result = run_sweep(sweep, out, setup=SETUP, progress=False, min_seeds=2)
+    assert (result.ran, result.failed) == (3, [])
+    table = result.table
+    base = table[table["method"] == "baseline"]
+    assert set(base["multiplier"]) == {0.0} and set(base["split"]) == {"validation", "test"}
+    assert result.selection["methods"]["baseline"] == {"lr": None, "multiplier": 0.0}
+    # every curve row keeps the trial's lr (a log record's scheduled lr is "step_lr")
+    curves = pd.read_parquet(out / "curves.parquet")
+    assert set(curves["lr"]) == {0.5} and curves["step_lr"].notna().any()
+    differences = pd.read_csv(out / "differences.csv")
+    against = differences[differences["method_b"] == "baseline"]
+    assert set(against["method_a"]) == {"bipo"} and set(against["setting"]) == {"localized"}
+    scores = pd.read_csv(out / "seed_scores.csv")
+    bipo = scores[(scores["method"] == "bipo") & (scores["eval_setting"] == "both")].iloc[0]
+    assert bipo["n_seeds"] == 2 and bipo["margin_ci_low"] <= bipo["margin"] <= bipo[
+        "margin_ci_high"]
+    assert json.loads(bipo["margin_per_seed"]) == pytest.approx(sorted(
+        table[(table["method"] == "bipo") & (table["split"] == "test")
+              & (table["eval_setting"] == "both") & (table["multiplier"] == bipo["multiplier"])
+              ].sort_values("seed")["margin"]), abs=1e-4)
+    assert {"baseline", "bipo"} <= set(pd.read_csv(out / "table1_mcq.csv").columns)
+    for name in ("figure2_loss_curves", "lr_sensitivity", "figure5_test_scores"):
+        assert (out / "figures" / f"{name}.html").is_file()
+    report = (out / "report.md").read_text()
+    assert "## Convergence" in report and "bipo" in report
+    # --report-only: a bigger grid runs nothing new and reports the finished trials
+    bigger = grid(data_file, methods=("bipo",), lrs=(0.5,), seeds=(0, 1, 2), baseline=True)
+    again = run_sweep(bigger, out, setup=SETUP, progress=False, run_trials=False)
+    assert (again.ran, again.skipped) == (0, 3)
+    assert not any((out / "trials").glob("bipo-*-s2-*"))

@@ -58,6 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 from jaxtyping import Float
 from numpy.typing import ArrayLike  # what np.asarray takes: lists, arrays, pandas columns
+from scipy import stats
 Scores = Float[np.ndarray, "batch"]
 
 DEFAULT_EPS = 1e-8
@@ -264,6 +265,24 @@ def paired_difference_ci(a: ArrayLike, b: ArrayLike, groups: ArrayLike | None = 
     return Interval(value, float(low), float(high), confidence, n_groups)
 
 
+def mean_ci_over_seeds(values: ArrayLike, *, confidence: float = 0.95) -> Interval:
+    """Mean of one number per seed with a Student-t confidence interval (few seeds: a bootstrap
+    over 3 values cannot say how wide the spread could be, the t interval can). One seed gives
+    a zero-width interval; NaN entries are dropped."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        raise ValueError("no seeds")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence} must be in (0, 1)")
+    mean = float(values.mean())
+    if values.size == 1:
+        return Interval(mean, mean, mean, confidence, 1)
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, values.size - 1)
+                 * values.std(ddof=1) / np.sqrt(values.size))
+    return Interval(mean, mean - half, mean + half, confidence, int(values.size))
+
+
 def first_step_below(steps: ArrayLike, losses: ArrayLike, threshold: float) -> float:
     """The first step at which ``losses`` is at or below ``threshold`` (``inf`` if never).
 
@@ -303,6 +322,7 @@ def steps_to_threshold_ci(steps_per_seed: ArrayLike, *, n_resamples: int = 2000,
 
 __all__ = [
     "DEFAULT_EPS", "Interval", "accuracy", "answer_margin", "answer_probability", "bootstrap_ci",
-    "first_step_below", "paired_difference_ci", "pnlg", "pnlg_aggregate", "pnlg_terms", "rca",
-    "rca_aggregate", "rca_terms", "relative_change", "steps_to_threshold_ci",
+    "first_step_below", "mean_ci_over_seeds", "paired_difference_ci", "pnlg", "pnlg_aggregate",
+    "pnlg_terms", "rca", "rca_aggregate", "rca_terms", "relative_change",
+    "steps_to_threshold_ci",
 ]

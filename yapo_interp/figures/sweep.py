@@ -3,6 +3,7 @@ its selected learning rate."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
@@ -72,3 +73,111 @@ def sweep_figures(curves: pd.DataFrame | None, table: pd.DataFrame | None,
                              height=460, width=1100)
         figures["score_vs_lambda"] = figure
     return figures
+
+
+def _band(x: pd.Series, low: pd.Series, high: pd.Series, color: str, group: str) -> go.Scatter:
+    """A filled band between ``low`` and ``high`` (drawn as one closed polygon)."""
+    return go.Scatter(x=list(x) + list(x)[::-1], y=list(high) + list(low)[::-1], fill="toself",
+                      mode="lines", fillcolor=color, opacity=0.18, line=dict(width=0),
+                      hoverinfo="skip",
+                      showlegend=False, legendgroup=group)
+
+
+def loss_curves_figure(curves: pd.DataFrame, selection: dict[str, Any]) -> go.Figure:
+    """Figure 2 of the paper, with seeds: training loss (mean per epoch) and validation loss
+    against step, each method at its selected lr; a line is the mean over seeds, the band
+    their range. One row per (country, training setting)."""
+    chosen = pd.concat(_at_selected_lr(curves, selection)) if not curves.empty else curves
+    groups = sorted(chosen.groupby(["country", "setting"]).groups) if not chosen.empty else []
+    titles = [f"{country} · trained {setting} · {kind}" for country, setting in groups
+              for kind in ("training loss (epoch mean)", "validation loss")]
+    figure = make_subplots(rows=max(1, len(groups)), cols=2, subplot_titles=titles,
+                           shared_xaxes=True, vertical_spacing=0.12)
+    for row, (country, setting) in enumerate(groups, start=1):
+        part = chosen[(chosen["country"] == country) & (chosen["setting"] == setting)]
+        for method, rows in part.groupby("method", sort=True):
+            color, label = method_color(method), METHOD_LABELS.get(method, method)
+            lr = rows["lr"].iloc[0]
+            train = rows.dropna(subset=["train_loss"]).groupby(["trial", "epoch"]).agg(
+                step=("step", "max"), loss=("train_loss", "mean")).reset_index()
+            valid = rows.dropna(subset=["eval_loss"])[["trial", "step", "eval_loss"]].rename(
+                columns={"eval_loss": "loss"})
+            for column, frame in ((1, train), (2, valid)):
+                if frame.empty:
+                    continue
+                stats = frame.groupby("step")["loss"].agg(["mean", "min", "max", "count"])
+                figure.add_trace(_band(stats.index.to_series(), stats["min"], stats["max"],
+                                       color, method), row=row, col=column)
+                figure.add_trace(go.Scatter(
+                    x=stats.index, y=stats["mean"], mode="lines", legendgroup=method,
+                    name=f"{label} (lr {lr:g}, {int(stats['count'].max())} seeds)",
+                    showlegend=row == 1 and column == 2, line=dict(color=color, width=2)),
+                    row=row, col=column)
+    figure.update_xaxes(title_text="optimiser step", row=max(1, len(groups)))
+    figure.update_yaxes(title_text="DPO loss")
+    figure.update_layout(title="Loss curves at each method's selected learning rate (line: "
+                               "mean over seeds; band: their range)",
+                         height=320 * max(1, len(groups)) + 120, width=1100)
+    return figure
+
+
+def lr_sensitivity_figure(trials: pd.DataFrame, selection: dict[str, Any]) -> go.Figure:
+    """Final validation loss against learning rate, one dot per seed and a line through the
+    means, per method: is each method's selected lr an interior optimum or the grid's edge?"""
+    figure = go.Figure()
+    trained = trials.dropna(subset=["lr", "final_eval_loss"])
+    for method, rows in trained.groupby("method", sort=True):
+        color, label = method_color(method), METHOD_LABELS.get(method, method)
+        means = rows.groupby("lr")["final_eval_loss"].mean()
+        figure.add_trace(go.Scatter(x=means.index, y=means.values, mode="lines", name=label,
+                                    legendgroup=method, line=dict(color=color, width=2)))
+        figure.add_trace(go.Scatter(x=rows["lr"], y=rows["final_eval_loss"], mode="markers",
+                                    legendgroup=method, showlegend=False, hovertext=rows["trial"],
+                                    marker=dict(color=color, size=7, opacity=0.6)))
+        lr = selection.get("methods", {}).get(method, {}).get("lr")
+        if lr in means.index:
+            figure.add_trace(go.Scatter(x=[lr], y=[means[lr]], mode="markers", showlegend=False,
+                                        legendgroup=method, hoverinfo="skip", marker=dict(
+                                            symbol="star", size=16, color=color,
+                                            line=dict(color="black", width=1))))
+    figure.update_xaxes(type="log", title_text="learning rate (AdamW peak)")
+    figure.update_yaxes(title_text="final validation loss")
+    figure.update_layout(title="Validation loss against learning rate (dots: seeds; star: "
+                               "selected)", height=460, width=760)
+    return figure
+
+
+def seed_scores_figure(scores: pd.DataFrame) -> go.Figure:
+    """Figure 5 with seeds: test accuracy and margin of each method at its selected lr and λ
+    (both forms), per country and training setting; a bar is the mean over seeds, its whisker
+    the Student-t CI, the dots the seeds; the baseline is the unsteered model."""
+    both = scores[scores["eval_setting"] == "both"]
+    trained = both[both["method"] != "baseline"]
+    base = both[both["method"] == "baseline"]
+    settings = sorted(trained["setting"].unique()) if not trained.empty else ["both"]
+    expanded = pd.concat([trained] + [base.assign(setting=s) for s in settings])
+    expanded = expanded.assign(group=expanded["country"] + " · trained " + expanded["setting"])
+    figure = make_subplots(rows=1, cols=2, subplot_titles=[
+        "test accuracy (5 options; chance 20 %)", "test margin of the correct option (log-odds)"])
+    for column, metric in enumerate(("accuracy", "margin"), start=1):
+        for method, rows in expanded.groupby("method", sort=False):
+            color, label = method_color(method), METHOD_LABELS.get(method, method)
+            figure.add_trace(go.Bar(
+                x=rows["group"], y=rows[metric], name=label, legendgroup=method,
+                showlegend=column == 1, marker_color=color, offsetgroup=method,
+                error_y=dict(type="data", symmetric=False,
+                             array=rows[f"{metric}_ci_high"] - rows[metric],
+                             arrayminus=rows[metric] - rows[f"{metric}_ci_low"])),
+                row=1, col=column)
+            dots = [(group, value) for group, values in zip(rows["group"],
+                                                            rows[f"{metric}_per_seed"])
+                    for value in json.loads(values)]
+            if dots:
+                figure.add_trace(go.Scatter(
+                    x=[group for group, _ in dots], y=[value for _, value in dots],
+                    mode="markers", offsetgroup=method, legendgroup=method, showlegend=False,
+                    marker=dict(color="black", size=5, opacity=0.7)), row=1, col=column)
+    figure.update_layout(barmode="group", scattermode="group", height=480, width=1150,
+                         title="Test scores at each method's selected lr and λ (bar: mean over "
+                               "seeds; whisker: 95 % t-CI; dots: seeds)")
+    return figure

@@ -17,7 +17,10 @@ the fitting questions (its ``log.jsonl`` has the validation loss per epoch, or e
 scoring (``evaluate.evaluate_mcq``) of the vector at every λ of ``--multipliers`` on the
 validation questions and on the test questions: accuracy, the correct option's probability and
 its log-odds margin (``metrics.answer_probability`` / ``answer_margin``), per form. CAA and SAS
-have no learning rate or seed: they get one trial per (country, setting).
+have no learning rate or seed: they get one trial per (country, setting); the unsteered model
+gets one ``baseline`` trial per country (scored as λ = 0; ``--no-baseline`` skips it). Trials run
+baselines and CAA/SAS first, then seed by seed and lr by lr, every method: a sweep stopped
+part-way holds whole (seed, lr) slices of all methods, and ``--report-only`` reports them.
 
 **Outputs** in ``--out``:
 
@@ -37,6 +40,13 @@ have no learning rate or seed: they get one trial per (country, setting).
 * ``convergence.csv`` — steps until the validation loss first reaches ``--loss-threshold``,
   median over seeds with a bootstrap CI (``metrics.steps_to_threshold_ci``), per method, lr,
   country and setting.
+* the study the sweep answers (:mod:`yapo_interp.sweep.report`): ``report.md`` (trials,
+  selection, convergence, test scores over seeds, paired differences, RCA/PNLG, each with its
+  interval), ``convergence_by_threshold.csv`` (steps to validation loss 0.6 … 0.1, median over
+  seeds with a CI, every lr), ``seed_scores.csv`` (test scores at the selected lr and λ, mean
+  over seeds with a Student-t CI, their spread), ``table1_mcq.csv``, ``table3_rca_pnlg.csv``,
+  ``trials.csv`` and the figures ``figure2_loss_curves``, ``lr_sensitivity`` and
+  ``figure5_test_scores`` (HTML; PNG too with ``--png``).
 * ``selection.json`` — per method, the lr with the lowest mean final validation loss over seeds
   (and countries, settings; at least ``--min-seeds`` seeds, else flagged), then the λ with the
   highest mean validation ``--select-metric`` at that lr: the values a study (``train --lr``,
@@ -48,7 +58,7 @@ on an existing cluster with ``--address``. A progress bar counts finished trials
 raises is reported on one line, its traceback saved, and the others go on. Each worker process
 loads the model once and keeps it for the trials it runs::
 
-    python -m yapo_interp.sweep --quick                    # 12 small trials (see QUICK)
+    python -m yapo_interp.sweep --quick                    # 13 small trials (see QUICK)
     python -m yapo_interp.sweep --methods bipo yapo sae-dense --countries egypt nepal \\
         --settings localized nonlocalized --lrs 0.01 0.03 0.1 0.3 1 3 --seeds 0 1 2 \\
         --multipliers 0.5 1 2 4 --epochs 20 --out runs/sweep

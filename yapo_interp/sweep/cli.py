@@ -18,7 +18,7 @@ from yapo_interp.errors import UserError
 from yapo_interp.models import PRESETS, get_preset
 from yapo_interp.steering import METHODS
 from yapo_interp.sweep.config import QUICK, SweepConfig
-from yapo_interp.sweep.grid import EVAL_SETTINGS, SELECT_METRICS
+from yapo_interp.sweep.grid import BASELINE_METHOD, EVAL_SETTINGS, SELECT_METRICS
 from yapo_interp.sweep.stage import run_sweep
 
 
@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2")
     grid.add_argument("--multipliers", nargs="+", type=float, default=None,
                       help="λ values scored on validation and test (default: 1)")
+    grid.add_argument("--no-baseline", action="store_true",
+                      help="skip the unsteered model's trial per country (tables 1 and 3 "
+                           "and the differences against it need it)")
     shared = parser.add_argument_group("every trial")
     shared.add_argument("--epochs", type=int, default=None, help="default: 20")
     shared.add_argument("--batch-size", type=int, default=4)
@@ -81,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true",
                      help="a small grid for a CPU: " + ", ".join(
                          f"{key}={value}" for key, value in QUICK.items()))
+    run.add_argument("--report-only", action="store_true",
+                     help="run no trial: gather, select and report the grid's finished ones")
+    run.add_argument("--png", action="store_true",
+                     help="the report's figures as PNG too (needs kaleido and a Chrome)")
     run.add_argument("--out", type=Path, default=Path("runs/sweep"))
     return parser
 
@@ -104,11 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     load_cultural(args.data, countries=list(grid.countries))
     trials = grid.trials()
     print(f"[sweep] {len(trials)} trials -> {args.out}", file=sys.stderr)
-    result = run_sweep(config, args.out)
+    result = run_sweep(config, args.out, run_trials=not args.report_only)
+    pending = len(trials) - result.ran - result.skipped - len(result.failed)
     print(f"[sweep] {result.ran} ran, {result.skipped} skipped (finished before), "
-          f"{len(result.failed)} failed; table {result.files['results']}, selection "
-          f"{result.files['selection']}")
+          + (f"{pending} not run (--report-only), " if pending else "")
+          + f"{len(result.failed)} failed; table {result.files['results']}, selection "
+          f"{result.files['selection']}"
+          + (f", report {result.files['report']}" if "report" in result.files else ""))
     for method, chosen in result.selection["methods"].items():
+        if method == BASELINE_METHOD:
+            continue
         print(f"[sweep] {method}: lr {chosen.get('lr')}, λ {chosen.get('multiplier')}"
               + (f" ({chosen['note']})" if "note" in chosen else ""))
     return 1 if result.failed else 0

@@ -12,11 +12,11 @@ from yapo_interp.models import get_preset
 from yapo_interp.sweep.grid import SELECT_METRICS, SweepGrid
 from yapo_interp.sweep.model_setup import ModelSetup
 
-# 12 trials. Measured on the embedded model, 1 worker, on a 2-core CPU shared with two other
-# jobs: ~200-235 s per trial of this size (about half of it the log-likelihood MCQ scoring), the
-# model loaded once per worker; on an idle 2-core machine the 10-minute target is not yet shown.
+# 12 small trials and the baseline: the machinery end to end, not a result (2 training steps).
+# Measured with 2 λ (1, 2): 755 s on 2 workers on a 2-core CPU (~121 s per trial, about half of
+# it the log-likelihood MCQ scoring); one λ drops the second scoring pass.
 QUICK = dict(methods=("bipo", "yapo", "sae-dense"), countries=("egypt",),
-             settings=("localized",), lrs=(0.1, 1.0), seeds=(0, 1), multipliers=(1.0, 2.0),
+             settings=("localized",), lrs=(0.1, 1.0), seeds=(0, 1), multipliers=(1.0,),
              epochs=2, max_pairs=8, max_eval_items=2)
 
 
@@ -45,7 +45,8 @@ def grid_from_args(args: argparse.Namespace) -> SweepGrid:
                      countries=pick("countries", ("egypt",)),
                      settings=pick("settings", ("localized",)),
                      lrs=pick("lrs", (get_preset(args.preset).lr,)),
-                     seeds=pick("seeds", (0, 1, 2)), shared=shared)
+                     seeds=pick("seeds", (0, 1, 2)), shared=shared,
+                     baseline=not args.no_baseline)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class SweepConfig:
     loss_threshold: float = 0.1
     select_metric: str = "margin"
     min_seeds: int = 3
+    image_formats: tuple[str, ...] = ()  # ("png",): the report's figures as images too
 
     def __post_init__(self) -> None:
         if self.select_metric not in SELECT_METRICS:
@@ -79,4 +81,5 @@ class SweepConfig:
         return cls(grid=grid_from_args(args), setup=setup, workers=args.workers,
                    address=args.address, threads=args.threads,
                    gpus_per_trial=args.gpus_per_trial, loss_threshold=args.loss_threshold,
-                   select_metric=args.select_metric, min_seeds=args.min_seeds)
+                   select_metric=args.select_metric, min_seeds=args.min_seeds,
+                   image_formats=("png",) if args.png else ())

@@ -16,7 +16,8 @@ import pandas as pd
 from yapo_interp.errors import UserError
 from yapo_interp.io import read_jsonl, write_table
 from yapo_interp.metrics import first_step_below, paired_difference_ci, steps_to_threshold_ci
-from yapo_interp.sweep.grid import MEAN_METHODS, SELECT_METRICS, TrialSpec
+from yapo_interp.sweep.grid import (BASELINE_METHOD, MEAN_METHODS, SELECT_METRICS,
+                                    TrialSpec)
 from yapo_interp.sweep.trial import finished_result
 
 
@@ -45,8 +46,12 @@ def gather(out: str | Path, trials: Sequence[TrialSpec], *,
         for row in result["rows"]:
             rows.append({**{k: v for k, v in settings.items() if k != "multipliers"},
                          **row, **trained, "multipliers": settings["multipliers"]})
+        # a log record's "lr" is the scheduled lr of that step: kept as "step_lr", so "lr"
+        # stays the trial's (peak) learning rate on every row
         curves += [{"trial": spec.name, "method": spec.method, "country": spec.country,
-                    "setting": spec.setting, "lr": spec.lr, "seed": spec.seed, **record}
+                    "setting": spec.setting, "seed": spec.seed,
+                    **{("step_lr" if key == "lr" else key): value
+                       for key, value in record.items()}, "lr": spec.lr}
                    for record in records]
         if (trial_dir / "instances.parquet").is_file():
             instances.append(pd.read_parquet(trial_dir / "instances.parquet").assign(
@@ -101,6 +106,9 @@ def select_settings(table: pd.DataFrame, *, metric: str = "margin", min_seeds: i
     if table.empty:
         return selection
     for method, rows in table.groupby("method", sort=True):
+        if method == BASELINE_METHOD:  # nothing to choose; kept for the differences against it
+            selection["methods"][method] = {"lr": None, "multiplier": 0.0}
+            continue
         trials = rows.drop_duplicates("trial")
         chosen: dict[str, Any] = {}
         at_lr = rows
@@ -174,8 +182,15 @@ def method_differences(instances: pd.DataFrame, selection: dict[str, Any], *,
         if not rows.empty:
             per_method[method] = rows.groupby(keys + ["question_id"], as_index=False)[
                 list(DIFFERENCE_METRICS.values())].mean()
+    if BASELINE_METHOD in per_method:  # trained on no setting: compared within each one
+        settings = sorted({setting for method, rows in per_method.items()
+                           if method != BASELINE_METHOD for setting in rows["setting"]})
+        base = per_method.pop(BASELINE_METHOD)
+        if settings:
+            per_method[BASELINE_METHOD] = pd.concat(
+                [base.assign(setting=setting) for setting in settings], ignore_index=True)
     results = []
-    methods = sorted(per_method)
+    methods = sorted(per_method, key=lambda method: (method == BASELINE_METHOD, method))
     for index, first in enumerate(methods):
         for second in methods[index + 1:]:
             joined = per_method[first].merge(per_method[second], on=keys + ["question_id"],

@@ -15,6 +15,8 @@ from yapo_interp.errors import UserError
 from yapo_interp.steering import METHODS
 
 MEAN_METHODS = ("caa", "sas")  # no learning rate, no seed: one trial per (country, setting)
+BASELINE_METHOD = "baseline"  # the unsteered model: one trial per country, nothing trained
+BASELINE_SETTING = "both"  # a baseline trial's setting: it trains on none, it is scored on both
 RESULT = "result.json"
 ERROR = "error.txt"
 EVAL_SETTINGS = SETTINGS  # the training settings a sweep can span (yapo_interp.data)
@@ -65,6 +67,7 @@ class SweepGrid:
     lrs: tuple[float, ...] = (0.5,)
     seeds: tuple[int, ...] = (0, 1, 2)
     shared: dict[str, Any] = field(default_factory=dict)  # TrialSpec fields
+    baseline: bool = True  # one unsteered trial per country (multiplier 0), for tables 1 and 3
 
     def __post_init__(self) -> None:
         unknown = [method for method in self.methods if method not in METHODS]
@@ -80,18 +83,19 @@ class SweepGrid:
             raise UserError(f"unknown setting {bad[0]!r}; use {', '.join(EVAL_SETTINGS)}")
 
     def trials(self) -> list[TrialSpec]:
-        """Every trial of the grid, in a fixed order (mean-difference methods once per country
-        and setting)."""
+        """Every trial of the grid, in a fixed order that keeps a partial sweep balanced: the
+        baselines and mean-difference methods first (cheap; once per country, and setting),
+        then seed by seed, learning rate by learning rate, every method — so a sweep stopped
+        part-way has whole (seed, lr) slices of all methods, not all of one method."""
         trials = []
-        for method in self.methods:
-            for country in self.countries:
-                for setting in self.settings:
-                    if method in MEAN_METHODS:
-                        trials.append(TrialSpec(method, country, setting, None, 0,
-                                                **self.shared))
-                        continue
-                    for lr in self.lrs:
-                        for seed in self.seeds:
-                            trials.append(TrialSpec(method, country, setting, float(lr),
-                                                    int(seed), **self.shared))
+        if self.baseline:
+            trials += [TrialSpec(BASELINE_METHOD, country, BASELINE_SETTING, None, 0, **self.shared)
+                       for country in self.countries]
+        trials += [TrialSpec(method, country, setting, None, 0, **self.shared)
+                   for method in self.methods if method in MEAN_METHODS
+                   for country in self.countries for setting in self.settings]
+        trials += [TrialSpec(method, country, setting, float(lr), int(seed), **self.shared)
+                   for seed in self.seeds for lr in self.lrs for method in self.methods
+                   if method not in MEAN_METHODS
+                   for country in self.countries for setting in self.settings]
         return trials

@@ -24,6 +24,7 @@ from yapo_interp.style import save_figure
 from yapo_interp.sweep.config import SweepConfig
 from yapo_interp.sweep.gather import gather, method_differences, select_settings
 from yapo_interp.sweep.grid import ERROR, SweepGrid
+from yapo_interp.sweep.report import write_report
 from yapo_interp.sweep.trial import finished_result, trial_task
 
 try:  # an optional dependency: pip install -e ".[sweep]"
@@ -52,7 +53,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def run_sweep(config: SweepConfig | SweepGrid, out: str | Path, *, progress: bool = True,
-              **options: Any) -> SweepResult:
+              run_trials: bool = True, **options: Any) -> SweepResult:
     """Run every unfinished trial of ``config.grid`` as a Ray task, then gather and select.
 
     ``config`` is a :class:`~yapo_interp.sweep.config.SweepConfig`, or a grid with the other
@@ -60,7 +61,8 @@ def run_sweep(config: SweepConfig | SweepGrid, out: str | Path, *, progress: boo
     running Ray instance if there is one (``ray.init`` was called), else connects to
     ``config.address``, else starts a local one with ``config.workers`` CPUs (default: all) and
     shuts it down afterwards. A trial that raises is reported and left unfinished (rerun next
-    time)."""
+    time). ``run_trials=False`` runs nothing: it gathers, selects and reports the trials of the
+    grid that already finished (a sweep part-way, or redrawn)."""
     if isinstance(config, SweepGrid):
         config = SweepConfig(grid=config, **options)
     elif options:
@@ -74,6 +76,8 @@ def run_sweep(config: SweepConfig | SweepGrid, out: str | Path, *, progress: boo
             todo.append(spec)
         else:
             skipped += 1
+    if not run_trials:
+        todo = []
     failed: list[dict[str, Any]] = []
     if todo:
         if ray is None:
@@ -111,14 +115,18 @@ def run_sweep(config: SweepConfig | SweepGrid, out: str | Path, *, progress: boo
     selection = select_settings(table, metric=config.select_metric,
                                 min_seeds=config.min_seeds)
     files["selection"] = write_json(out / "selection.json", selection)
-    if "instances" in files:
-        differences = method_differences(pd.read_parquet(files["instances"]), selection)
+    instances = pd.read_parquet(files["instances"]) if "instances" in files else None
+    curves = pd.read_parquet(files["curves"]) if "curves" in files else None
+    differences = None
+    if instances is not None:
+        differences = method_differences(instances, selection)
         if not differences.empty:
             files["differences"] = write_table(out / "differences.csv", differences)
     if not table.empty:
-        curves = pd.read_parquet(files["curves"]) if "curves" in files else None
         for name, figure in sweep_figures(curves, table, selection).items():
             files[name] = save_figure(figure, out / "figures" / f"{name}.html",
-                                      image_formats=())[0]
+                                      image_formats=config.image_formats)[0]
+        files.update(write_report(out, table, curves, instances, selection, differences,
+                                  image_formats=config.image_formats))
     return SweepResult(ran=len(todo) - len(failed), skipped=skipped, failed=failed,
                        table=table, selection=selection, files=files)

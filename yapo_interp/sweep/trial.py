@@ -15,12 +15,13 @@ import pandas as pd
 import torch
 
 from yapo_interp import data
-from yapo_interp.evaluate import EvalConfig, check_unseen, evaluate_mcq, make_conditions
+from yapo_interp.evaluate import (BASELINE, EvalConfig, check_unseen, evaluate_mcq,
+                                  make_conditions)
 from yapo_interp.io import read_jsonl, write_json, write_table
-from yapo_interp.models import get_preset
+from yapo_interp.models import Preset, get_preset
 from yapo_interp.objective import PreferenceObjective
 from yapo_interp.seeding import set_seed
-from yapo_interp.sweep.grid import ERROR, EVAL_SETTINGS, RESULT, TrialSpec
+from yapo_interp.sweep.grid import BASELINE_METHOD, ERROR, EVAL_SETTINGS, RESULT, TrialSpec
 from yapo_interp.sweep.model_setup import ModelSetup
 from yapo_interp.train import (DataSelection, TrainConfig, build_pairs, evaluate_loss,
                                select_items, train_steering_vector)
@@ -43,22 +44,11 @@ def _summary_rows(frame: pd.DataFrame, split: str) -> list[dict[str, Any]]:
     return rows
 
 
-def run_trial(spec: TrialSpec, setup: ModelSetup, trial_dir: str | Path, *,
-              threads: int = 1) -> dict[str, Any]:
-    """Train ``spec``'s vector and score it at every λ on the validation and test questions;
-    write ``instances.parquet`` and, last, ``result.json``; return the result."""
-    started = time.time()
-    torch.set_num_threads(max(1, threads))
-    trial_dir = Path(trial_dir)
-    preset = get_preset(setup.preset)
-    model, sae, sae_info, layer = setup.load()
-    set_seed(spec.seed)
-    selection = DataSelection(
-        country=spec.country, setting=spec.setting, rejected=spec.rejected or preset.rejected,
-        style=preset.prompt_style, response_format=preset.response_format,
-        test_fraction=spec.test_fraction, validation_fraction=spec.validation_fraction,
-        split_seed=spec.split_seed, max_pairs=spec.max_pairs, data=spec.data)
-    fit_items, validation_items, info = select_items(selection)
+def _train(spec: TrialSpec, preset: Preset, model: Any, sae: Any,
+           sae_info: dict[str, Any] | None, layer: int, selection: DataSelection,
+           fit_items: list, validation_items: list, info: dict[str, Any], trial_dir: Path
+           ) -> tuple[Any, Any, dict[str, Any]]:
+    """Train ``spec``'s vector: ``(vector, the SAE it uses or None, what training measured)``."""
     train_pairs = build_pairs(model, fit_items, selection, progress=False)
     validation_pairs = build_pairs(model, validation_items, selection, progress=False)
     config = TrainConfig(
@@ -70,8 +60,8 @@ def run_trial(spec: TrialSpec, setup: ModelSetup, trial_dir: str | Path, *,
     vector = train_steering_vector(model, train_pairs, validation_pairs, config, sae=used_sae,
                                    out_dir=trial_dir / "train", metadata=info,
                                    sae_info=sae_info, progress=False)
-    records = read_jsonl(trial_dir / "train" / "log.jsonl") if (
-        trial_dir / "train" / "log.jsonl").is_file() else []
+    log = trial_dir / "train" / "log.jsonl"
+    records = read_jsonl(log) if log.is_file() else []
     evals = [record for record in records if "eval_loss" in record]
     steps = [record for record in records if "train_loss" in record]
     if evals:
@@ -85,12 +75,46 @@ def run_trial(spec: TrialSpec, setup: ModelSetup, trial_dir: str | Path, *,
                                                spec.batch_size)["eval_loss"]
     else:
         final_loss = best_loss = float("nan")
+    trained = {"final_eval_loss": final_loss, "best_eval_loss": best_loss,
+               "steps": len(steps), "n_train_pairs": len(train_pairs),
+               "n_validation_pairs": len(validation_pairs), "layer": layer,
+               "final_perturbation": steps[-1].get("perturbation") if steps else None,
+               "vector_norm": float(vector.vector.norm())}
+    return vector, used_sae, trained
+
+
+def run_trial(spec: TrialSpec, setup: ModelSetup, trial_dir: str | Path, *,
+              threads: int = 1) -> dict[str, Any]:
+    """Train ``spec``'s vector and score it at every λ on the validation and test questions
+    (a ``baseline`` trial trains nothing and scores the unsteered model, as λ = 0); write
+    ``instances.parquet`` and, last, ``result.json``; return the result."""
+    started = time.time()
+    torch.set_num_threads(max(1, threads))
+    trial_dir = Path(trial_dir)
+    preset = get_preset(setup.preset)
+    model, sae, sae_info, layer = setup.load()
+    set_seed(spec.seed)
+    is_baseline = spec.method == BASELINE_METHOD
+    selection = DataSelection(
+        country=spec.country, setting="localized" if is_baseline else spec.setting,
+        rejected=spec.rejected or preset.rejected,
+        style=preset.prompt_style, response_format=preset.response_format,
+        test_fraction=spec.test_fraction, validation_fraction=spec.validation_fraction,
+        split_seed=spec.split_seed, max_pairs=spec.max_pairs, data=spec.data)
+    fit_items, validation_items, info = select_items(selection)
+    if is_baseline:
+        vector, used_sae, trained = None, None, {"layer": layer}
+        conditions = [BASELINE]
+    else:
+        vector, used_sae, trained = _train(spec, preset, model, sae, sae_info, layer,
+                                           selection, fit_items, validation_items, info,
+                                           trial_dir)
+        conditions = make_conditions([(vector, used_sae, str(trial_dir))], spec.multipliers,
+                                     include_baseline=False)
 
     items = data.load_cultural(spec.data, countries=[info["country"]])
     _, test_items = data.split_items(items, test_fraction=spec.test_fraction,
                                      seed=spec.split_seed)
-    conditions = make_conditions([(vector, used_sae, str(trial_dir))], spec.multipliers,
-                                 include_baseline=False)
     eval_config = EvalConfig(mode="loglik", style=preset.prompt_style, n_bootstrap=0)
     frames, rows = [], []
     for split, split_items in (("validation", validation_items), ("test", test_items)):
@@ -98,17 +122,14 @@ def run_trial(spec: TrialSpec, setup: ModelSetup, trial_dir: str | Path, *,
             split_items = split_items[: spec.max_eval_items]
         if not split_items:
             continue
-        if split == "test":  # no test question reached the vector, its tuning or its SAE
-            check_unseen(vector, str(trial_dir), split_items, sae=used_sae)
+        if split == "test" and vector is not None:  # no test question reached the vector,
+            check_unseen(vector, str(trial_dir), split_items, sae=used_sae)  # nor its SAE
         frame = evaluate_mcq(model, split_items, conditions, eval_config, progress=False)
+        if is_baseline:
+            frame["multiplier"] = 0.0
         frame.insert(0, "split", split)
         frames.append(frame)
         rows += _summary_rows(frame, split)
-    trained = {"final_eval_loss": final_loss, "best_eval_loss": best_loss,
-               "steps": len(steps), "n_train_pairs": len(train_pairs),
-               "n_validation_pairs": len(validation_pairs), "layer": layer,
-               "final_perturbation": steps[-1].get("perturbation") if steps else None,
-               "vector_norm": float(vector.vector.norm())}
     settings = asdict(spec)
     if frames:
         instances = pd.concat(frames, ignore_index=True)
