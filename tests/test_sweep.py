@@ -391,6 +391,8 @@ def test_a_baseline_trial_and_the_report(tmp_path, ray_session, data_file):
         assert (out / "figures" / f"{name}.html").is_file()
     report = (out / "report.md").read_text()
     assert "## Convergence" in report and "bipo" in report
+    saved = json.loads((out / "sweep.json").read_text())  # the settings that made it
+    assert saved["settings"]["grid"]["seeds"] == [0, 1] and saved["finished"] == 3
     # --report-only: a bigger grid runs nothing new and reports the finished trials
     bigger = grid(data_file, methods=("bipo",), lrs=(0.5,), seeds=(0, 1, 2), baseline=True)
     again = run_sweep(bigger, out, setup=SETUP, progress=False, run_trials=False)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from yapo_interp.errors import UserError
 from yapo_interp.figures import sweep_figures
-from yapo_interp.io import write_json, write_table
+from yapo_interp.io import run_info, write_json, write_table
 from yapo_interp.style import save_figure
 from yapo_interp.sweep.config import SweepConfig
 from yapo_interp.sweep.gather import gather, method_differences, select_settings
@@ -112,6 +112,9 @@ def run_sweep(config: SweepConfig | SweepGrid, out: str | Path, *, progress: boo
             if started_here:
                 ray.shutdown()
     table, files = gather(out, trials, failed=failed, loss_threshold=config.loss_threshold)
+    files["sweep"] = write_json(out / "sweep.json", {
+        **run_info(asdict(config)), "trials": len(trials),
+        "finished": int(table["trial"].nunique()) if not table.empty else 0})
     selection = select_settings(table, metric=config.select_metric,
                                 min_seeds=config.min_seeds)
     files["selection"] = write_json(out / "selection.json", selection)
