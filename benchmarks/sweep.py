@@ -57,7 +57,7 @@ def main() -> None:
                      settings=("localized",), lrs=(args.lr,), seeds=tuple(args.seeds),
                      shared=dict(epochs=args.epochs, max_pairs=args.max_pairs,
                                  max_eval_items=args.max_eval_items, data=args.data,
-                                 rejected="western"))
+                                 rejected="western"), baseline=False)
     setup = ModelSetup(factory=args.model_factory)
     print(f"{len(grid.trials())} trials: {', '.join(args.methods)} x seeds {args.seeds}, "
           f"{args.epochs} epochs, <= {args.max_pairs} pairs, {args.max_eval_items} items/split")

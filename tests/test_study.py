@@ -109,7 +109,8 @@ def test_a_sweep_selection_sets_each_methods_learning_rate(tmp_path, monkeypatch
     from yapo_interp import study
 
     (tmp_path / "selection.json").write_text(json.dumps({"methods": {
-        "bipo": {"lr": 0.1, "multiplier": 1.0}, "yapo": {"lr": 2.0, "multiplier": 1.0}}}))
+        "bipo": {"lr": 0.1, "multiplier": 1.0}, "yapo": {"lr": 2.0, "multiplier": 1.0},
+        "baseline": {"lr": None, "multiplier": 0.0}}}))  # the sweep's unsteered trial: no lr
     plans = []
     monkeypatch.setattr(study, "run_study", lambda plan, out: plans.append(plan) or out / "r.md")
     study.main(["--countries", "egypt", "--quick", "--selection", str(tmp_path),
