@@ -110,7 +110,7 @@ def loss_curves_figure(curves: pd.DataFrame, selection: dict[str, Any]) -> go.Fi
                                        color, method), row=row, col=column)
                 figure.add_trace(go.Scatter(
                     x=stats.index, y=stats["mean"], mode="lines", legendgroup=method,
-                    name=f"{label} (lr {lr:g}, {int(stats['count'].max())} seeds)",
+                    name=f"{label} (lr {lr:g}, {_seeds(int(stats['count'].max()))})",
                     showlegend=row == 1 and column == 2, line=dict(color=color, width=2)),
                     row=row, col=column)
     figure.update_xaxes(title_text="optimiser step", row=max(1, len(groups)))
@@ -181,3 +181,8 @@ def seed_scores_figure(scores: pd.DataFrame) -> go.Figure:
                          title="Test scores at each method's selected lr and λ (bar: mean over "
                                "seeds; whisker: 95 % t-CI; dots: seeds)")
     return figure
+
+
+def _seeds(count: int) -> str:
+    """``1 seed``, ``3 seeds``."""
+    return f"{count} seed{'' if count == 1 else 's'}"
