@@ -13,8 +13,8 @@ from yapo_interp.sweep.grid import SELECT_METRICS, SweepGrid
 from yapo_interp.sweep.model_setup import ModelSetup
 
 # 12 small trials and the baseline: the machinery end to end, not a result (2 training steps).
-# Measured with 2 λ (1, 2): 755 s on 2 workers on a 2-core CPU (~121 s per trial, about half of
-# it the log-likelihood MCQ scoring); one λ drops the second scoring pass.
+# Measured on a 2-core CPU with 2 workers: 755 s with 2 λ (1, 2) and no baseline; 665 s as it
+# is now (one λ, the baseline trial), ~45-60 s per trial.
 QUICK = dict(methods=("bipo", "yapo", "sae-dense"), countries=("egypt",),
              settings=("localized",), lrs=(0.1, 1.0), seeds=(0, 1), multipliers=(1.0,),
              epochs=2, max_pairs=8, max_eval_items=2)
