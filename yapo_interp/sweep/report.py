@@ -17,8 +17,8 @@ import pandas as pd
 
 from yapo_interp.figures import loss_curves_figure, lr_sensitivity_figure, seed_scores_figure
 from yapo_interp.io import write_table, write_text
-from yapo_interp.metrics import (mean_ci_over_seeds, pnlg_aggregate, rca_aggregate,
-                                 steps_to_threshold_ci)
+from yapo_interp.metrics import (first_step_below, mean_ci_over_seeds, pnlg_aggregate,
+                                 rca_aggregate, steps_to_threshold_ci)
 from yapo_interp.style import save_figure
 from yapo_interp.sweep.grid import BASELINE_METHOD, MEAN_METHODS
 
@@ -56,10 +56,8 @@ def convergence_by_threshold(curves: pd.DataFrame, selection: dict[str, Any],
             ["method", "lr", "country", "setting"], sort=True):
         selected = selection.get("methods", {}).get(method, {}).get("lr") == lr
         for threshold in thresholds:
-            per_seed = []
-            for _, run in group.groupby("trial"):
-                reached = run.loc[run["eval_loss"] <= threshold, "step"]
-                per_seed.append(float(reached.min()) if len(reached) else math.inf)
+            per_seed = [first_step_below(run["step"], run["eval_loss"], threshold)
+                        for _, run in group.groupby("trial")]
             interval = steps_to_threshold_ci(per_seed)
             rows.append({"method": method, "lr": lr, "country": country, "setting": setting,
                          "selected_lr": selected, "threshold": threshold,
