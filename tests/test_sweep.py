@@ -187,8 +187,22 @@ def test_selection_uses_validation_loss_for_lr_and_validation_metric_for_lambda(
         read_selection(tmp_path / "missing.json")
     few = select_settings(planted_table()[lambda t: t["seed"] == 0], min_seeds=3)
     assert "only 1 seed" in few["methods"]["bipo"]["note"]
+    assert few["methods"]["bipo"]["lr"] == 0.1  # no lr has 3 seeds: all compete
     assert MEAN_METHODS == ("caa", "sas") and not math.isnan(
         selection["methods"]["bipo"]["validation_margin"])
+
+
+def test_selection_prefers_lrs_confirmed_on_min_seeds():
+    """A screen-then-confirm sweep: bipo's lr 1 has only seed 0, whose loss (0.15) beats the
+    three-seed mean at lr 0.1 (0.21); the confirmed lr is chosen all the same."""
+    table = planted_table()
+    table = table[(table["method"] == "bipo") & ((table["lr"] == 0.1) | (table["seed"] == 0))]
+    table = table.assign(final_eval_loss=table["final_eval_loss"].where(table["lr"] == 0.1, 0.15))
+    chosen = select_settings(table, min_seeds=3)["methods"]["bipo"]
+    assert chosen["lr"] == 0.1 and chosen["n_seeds"] == 3 and "note" not in chosen
+    assert chosen["n_seeds_by_lr"] == {"0.1": 3, "1": 1}
+    assert chosen["validation_loss_by_lr"]["1"] == pytest.approx(0.15)
+    assert select_settings(table, min_seeds=1)["methods"]["bipo"]["lr"] == 1.0
 
 
 def test_method_differences_at_the_selected_settings_on_test_only():

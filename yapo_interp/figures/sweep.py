@@ -13,13 +13,21 @@ from plotly.subplots import make_subplots
 from yapo_interp.style import METHOD_LABELS, method_color
 
 
-def _at_selected_lr(frame: pd.DataFrame, selection: dict[str, Any]) -> list[pd.DataFrame]:
-    """Rows of each method at its selected lr (all rows of a method without one)."""
+def at_selection(frame: pd.DataFrame, selection: dict[str, Any], *,
+                 by_multiplier: bool = True) -> pd.DataFrame:
+    """The rows of ``frame`` where each method sits at its selected lr (and λ, when
+    ``by_multiplier`` and the frame has a ``multiplier`` column); a method without an lr (the
+    baseline, CAA, SAS) is filtered on λ alone, a method not in the selection is dropped. The
+    figures, the report's tables and the paired differences all read these rows."""
     keep = []
-    for method, rows in frame.groupby("method", sort=True):
-        lr = selection.get("methods", {}).get(method, {}).get("lr")
-        keep.append(rows if lr is None else rows[rows["lr"] == lr])
-    return keep
+    for method, chosen in selection.get("methods", {}).items():
+        rows = frame[frame["method"] == method]
+        if chosen.get("lr") is not None:
+            rows = rows[rows["lr"] == chosen["lr"]]
+        if by_multiplier and "multiplier" in rows and chosen.get("multiplier") is not None:
+            rows = rows[rows["multiplier"] == chosen["multiplier"]]
+        keep.append(rows)
+    return pd.concat(keep, ignore_index=True) if keep else frame.iloc[:0]
 
 
 def sweep_figures(curves: pd.DataFrame | None, table: pd.DataFrame | None,
@@ -32,7 +40,8 @@ def sweep_figures(curves: pd.DataFrame | None, table: pd.DataFrame | None,
     if curves is not None and not curves.empty and "perturbation" in curves:
         figure = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=[
             "loss against step", "loss against perturbation ‖Φ(h) − h‖"])
-        for rows in _at_selected_lr(curves.dropna(subset=["train_loss"]), selection):
+        for _, rows in at_selection(curves.dropna(subset=["train_loss"]), selection,
+                                    by_multiplier=False).groupby("method", sort=True):
             if rows.empty:
                 continue
             method = rows["method"].iloc[0]
@@ -56,7 +65,8 @@ def sweep_figures(curves: pd.DataFrame | None, table: pd.DataFrame | None,
         figure = make_subplots(rows=1, cols=2, shared_yaxes=True,
                                subplot_titles=["validation (chooses λ)", "test (reported)"])
         own_setting = table[table["eval_setting"] == table["setting"]]
-        for rows in _at_selected_lr(own_setting, selection):
+        for _, rows in at_selection(own_setting, selection, by_multiplier=False).groupby(
+                "method", sort=True):
             if rows.empty:
                 continue
             method = rows["method"].iloc[0]
@@ -87,7 +97,7 @@ def loss_curves_figure(curves: pd.DataFrame, selection: dict[str, Any]) -> go.Fi
     """Figure 2 of the paper, with seeds: training loss (mean per epoch) and validation loss
     against step, each method at its selected lr; a line is the mean over seeds, the band
     their range. One row per (country, training setting)."""
-    chosen = pd.concat(_at_selected_lr(curves, selection)) if not curves.empty else curves
+    chosen = at_selection(curves, selection, by_multiplier=False)
     groups = sorted(chosen.groupby(["country", "setting"]).groups) if not chosen.empty else []
     titles = [f"{country} · trained {setting} · {kind}" for country, setting in groups
               for kind in ("training loss (epoch mean)", "validation loss")]

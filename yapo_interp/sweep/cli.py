@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="validation loss for steps-to-threshold (default 0.1, figure 2)")
     run.add_argument("--select-metric", choices=SELECT_METRICS, default="margin",
                      help="validation metric that picks λ (default: margin)")
-    run.add_argument("--min-seeds", type=int, default=3)
+    run.add_argument("--min-seeds", type=int, default=3,
+                     help="the lr is chosen among lrs run with at least this many seeds when "
+                          "any are (screen every lr on one seed, confirm the pick on more)")
     run.add_argument("--quick", action="store_true",
                      help="a small grid for a CPU: " + ", ".join(
                          f"{key}={value}" for key, value in QUICK.items()))

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from yapo_interp.errors import UserError
+from yapo_interp.figures import at_selection
 from yapo_interp.io import read_jsonl, write_table
 from yapo_interp.metrics import first_step_below, paired_difference_ci, steps_to_threshold_ci
 from yapo_interp.sweep.grid import (BASELINE_METHOD, MEAN_METHODS, SELECT_METRICS,
@@ -99,7 +100,13 @@ def select_settings(table: pd.DataFrame, *, metric: str = "margin", min_seeds: i
                     ) -> dict[str, Any]:
     """Per method: the lr with the lowest mean final validation loss over its trials (seeds,
     countries, settings), then the λ with the highest mean validation ``metric`` at that lr,
-    on the trial's own setting. Only validation data is read: test rows never choose."""
+    on the trial's own setting. Only validation data is read: test rows never choose.
+
+    The lr is chosen among the lrs run with at least ``min_seeds`` seeds when there are any, so
+    a screen-then-confirm sweep (every lr on one seed, then more seeds at the lr the screen
+    picked) is read as such: the minimum of several one-seed means is biased low (the winner's
+    curse) and must not beat a mean over ``min_seeds`` seeds. With no lr at ``min_seeds`` seeds
+    every lr competes and the choice carries a ``note``."""
     if metric not in SELECT_METRICS:
         raise UserError(f"unknown selection metric {metric!r}; use {', '.join(SELECT_METRICS)}")
     selection: dict[str, Any] = {"metric": metric, "min_seeds": min_seeds, "methods": {}}
@@ -118,12 +125,16 @@ def select_settings(table: pd.DataFrame, *, metric: str = "margin", min_seeds: i
             by_lr = trials.groupby("lr").agg(validation_loss=("final_eval_loss", "mean"),
                                              n_seeds=("seed", "nunique"))
             finite = by_lr.dropna(subset=["validation_loss"])
+            if (finite["n_seeds"] >= min_seeds).any():
+                finite = finite[finite["n_seeds"] >= min_seeds]
             if not finite.empty:
                 lr = float(finite["validation_loss"].idxmin())
                 chosen.update(lr=lr, validation_loss=float(finite.loc[lr, "validation_loss"]),
                               n_seeds=int(finite.loc[lr, "n_seeds"]),
                               validation_loss_by_lr={f"{key:g}": float(value) for key, value
-                                                     in by_lr["validation_loss"].items()})
+                                                     in by_lr["validation_loss"].items()},
+                              n_seeds_by_lr={f"{key:g}": int(value) for key, value
+                                             in by_lr["n_seeds"].items()})
                 at_lr = rows[rows["lr"] == lr]
         validation = at_lr[(at_lr["split"] == "validation")
                            & (at_lr["eval_setting"] == at_lr["setting"])]
@@ -169,19 +180,13 @@ def method_differences(instances: pd.DataFrame, selection: dict[str, Any], *,
     ``metrics.paired_difference_ci`` pairs the two methods on the instances both scored and
     resamples questions. One row per (country — and ``all``, countries pooled —, training
     setting, metric, method pair)."""
-    chosen = selection.get("methods", {})
+    chosen = {method: picked for method, picked in selection.get("methods", {}).items()
+              if picked.get("multiplier") is not None}  # a method with no λ was not scored
     keys = ["country", "setting", "item_id", "form"]
-    per_method = {}
-    for method, picked in chosen.items():
-        if "multiplier" not in picked:
-            continue
-        rows = instances[(instances["split"] == split) & (instances["method"] == method)
-                         & (instances["multiplier"] == picked["multiplier"])]
-        if picked.get("lr") is not None:
-            rows = rows[rows["lr"] == picked["lr"]]
-        if not rows.empty:
-            per_method[method] = rows.groupby(keys + ["question_id"], as_index=False)[
-                list(DIFFERENCE_METRICS.values())].mean()
+    selected = at_selection(instances[instances["split"] == split], {"methods": chosen})
+    per_method = {method: rows.groupby(keys + ["question_id"], as_index=False)[
+                      list(DIFFERENCE_METRICS.values())].mean()
+                  for method, rows in selected.groupby("method", sort=True)}
     if BASELINE_METHOD in per_method:  # trained on no setting: compared within each one
         settings = sorted({setting for method, rows in per_method.items()
                            if method != BASELINE_METHOD for setting in rows["setting"]})

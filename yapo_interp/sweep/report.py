@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from yapo_interp.figures import loss_curves_figure, lr_sensitivity_figure, seed_scores_figure
+from yapo_interp.figures import (at_selection, loss_curves_figure, lr_sensitivity_figure,
+                                 seed_scores_figure)
 from yapo_interp.io import write_table, write_text
 from yapo_interp.metrics import (first_step_below, mean_ci_over_seeds, pnlg_aggregate,
                                  rca_aggregate, steps_to_threshold_ci)
@@ -27,22 +28,6 @@ from yapo_interp.sweep.grid import BASELINE_METHOD, MEAN_METHODS
 # from 0.6 and a "never" is reported as such.
 THRESHOLDS = (0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 SCORE_METRICS = ("accuracy", "margin", "p_correct")
-
-
-def at_selection(frame: pd.DataFrame, selection: dict[str, Any], *,
-                 by_multiplier: bool = True) -> pd.DataFrame:
-    """The rows of ``frame`` where each method sits at its selected lr (and λ, when
-    ``by_multiplier`` and the frame has a ``multiplier`` column); methods not in the
-    selection are dropped."""
-    keep = []
-    for method, chosen in selection.get("methods", {}).items():
-        rows = frame[frame["method"] == method]
-        if chosen.get("lr") is not None:
-            rows = rows[rows["lr"] == chosen["lr"]]
-        if by_multiplier and "multiplier" in rows and chosen.get("multiplier") is not None:
-            rows = rows[rows["multiplier"] == chosen["multiplier"]]
-        keep.append(rows)
-    return pd.concat(keep, ignore_index=True) if keep else frame.iloc[:0]
 
 
 def convergence_by_threshold(curves: pd.DataFrame, selection: dict[str, Any],
@@ -175,8 +160,9 @@ def report_markdown(selection: dict[str, Any], trials: pd.DataFrame,
     for method, chosen in selection.get("methods", {}).items():
         if method == BASELINE_METHOD:
             continue
-        by_lr = ", ".join(f"{lr}: {loss:.3f}" for lr, loss in
-                          chosen.get("validation_loss_by_lr", {}).items())
+        seeds = chosen.get("n_seeds_by_lr", {})
+        by_lr = ", ".join(f"{lr}: {loss:.3f}" + (f" ({seeds[lr]} seeds)" if lr in seeds else "")
+                          for lr, loss in chosen.get("validation_loss_by_lr", {}).items())
         lines.append(f"- **{method}**: lr {chosen.get('lr')}, λ {chosen.get('multiplier')}"
                      + (f"; mean final validation loss by lr ({by_lr})" if by_lr else "")
                      + (f" — {chosen['note']}" if "note" in chosen else ""))
