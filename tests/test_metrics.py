@@ -190,6 +190,7 @@ def test_steps_to_threshold_per_run_and_over_seeds():
     assert fast.value == 40 and 30 <= fast.low <= fast.value <= fast.high <= 50 and fast.n == 5
     slow = steps_to_threshold_ci([300, math.inf, math.inf], n_resamples=300)
     assert slow.value == math.inf and slow.low == 300 and slow.high == math.inf
-    assert steps_to_threshold_ci([12.0]).low == 12.0
+    single = steps_to_threshold_ci([12.0])
+    assert single.value == 12.0 and math.isnan(single.low) and math.isnan(single.high)
     with pytest.raises(ValueError, match="NaN"):
         steps_to_threshold_ci([1.0, float("nan")])

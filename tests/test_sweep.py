@@ -318,7 +318,8 @@ def test_mean_ci_over_seeds_is_the_student_t_interval():
     assert interval.high - interval.value == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
     assert interval.value - interval.low == pytest.approx(interval.high - interval.value)
     single = mean_ci_over_seeds([0.4, float("nan")])
-    assert (single.value, single.low, single.high, single.n) == (0.4, 0.4, 0.4, 1)
+    assert (single.value, single.n) == (0.4, 1)  # one seed: no interval, not a zero-width one
+    assert math.isnan(single.low) and math.isnan(single.high)
     with pytest.raises(ValueError, match="no seeds"):
         mean_ci_over_seeds([])
 

@@ -267,8 +267,9 @@ def paired_difference_ci(a: ArrayLike, b: ArrayLike, groups: ArrayLike | None = 
 
 def mean_ci_over_seeds(values: ArrayLike, *, confidence: float = 0.95) -> Interval:
     """Mean of one number per seed with a Student-t confidence interval (few seeds: a bootstrap
-    over 3 values cannot say how wide the spread could be, the t interval can). One seed gives
-    a zero-width interval; NaN entries are dropped."""
+    over 3 values cannot say how wide the spread could be, the t interval can). One seed has no
+    interval: its bounds are NaN (not a zero-width interval, which would claim a certainty one
+    seed cannot give); NaN entries are dropped."""
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     values = values[~np.isnan(values)]
     if values.size == 0:
@@ -277,7 +278,7 @@ def mean_ci_over_seeds(values: ArrayLike, *, confidence: float = 0.95) -> Interv
         raise ValueError(f"confidence={confidence} must be in (0, 1)")
     mean = float(values.mean())
     if values.size == 1:
-        return Interval(mean, mean, mean, confidence, 1)
+        return Interval(mean, np.nan, np.nan, confidence, 1)
     half = float(stats.t.ppf(0.5 + confidence / 2.0, values.size - 1)
                  * values.std(ddof=1) / np.sqrt(values.size))
     return Interval(mean, mean - half, mean + half, confidence, int(values.size))
@@ -299,7 +300,8 @@ def steps_to_threshold_ci(steps_per_seed: ArrayLike, *, n_resamples: int = 2000,
                           confidence: float = 0.95, seed: int = 0) -> Interval:
     """Median over seeds of the steps to a threshold (``first_step_below`` of each seed's run),
     with a bootstrap percentile CI over seeds. ``inf`` entries (never reached) count as slower
-    than any finite run; the median or a bound is ``inf`` when too many seeds never got there."""
+    than any finite run; the median or a bound is ``inf`` when too many seeds never got there.
+    One seed (or ``n_resamples`` 0) has no interval: its bounds are NaN."""
     values = np.asarray(steps_per_seed, dtype=np.float64).reshape(-1)
     if values.size == 0:
         raise ValueError("no seeds")
@@ -310,7 +312,7 @@ def steps_to_threshold_ci(steps_per_seed: ArrayLike, *, n_resamples: int = 2000,
     # "lower"/"higher" order statistics instead of interpolation: inf − inf is not a number
     value = float(np.percentile(values, 50, method="higher"))
     if values.size == 1 or n_resamples < 1:
-        return Interval(value, value, value, confidence, int(values.size))
+        return Interval(value, np.nan, np.nan, confidence, int(values.size))
     rng = np.random.default_rng(seed)
     samples = np.percentile(values[rng.integers(0, values.size, (n_resamples, values.size))],
                             50, axis=1, method="higher")
