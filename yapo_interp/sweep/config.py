@@ -14,8 +14,8 @@ from yapo_interp.sweep.model_setup import ModelSetup
 
 # 12 small trials and the baseline: the machinery end to end (the grid, the lr and λ
 # selection, CIs over two seeds), not a result: one epoch of 8 pairs, 2 training steps.
-# Measured on a 2-core CPU with 2 workers: 755 s with 2 epochs, 2 λ and no baseline; 665 s
-# with 2 epochs, one λ and the baseline (~95 s per trained trial, two at a time).
+# Measured on an idle 2-core CPU with 2 workers: 755 s with 2 epochs, 2 λ and no baseline;
+# 665 s with 2 epochs, one λ and the baseline; 474 s as it is now (one epoch).
 QUICK = dict(methods=("bipo", "yapo", "sae-dense"), countries=("egypt",),
              settings=("localized",), lrs=(0.1, 1.0), seeds=(0, 1), multipliers=(1.0,),
              epochs=1, max_pairs=8, max_eval_items=2)
