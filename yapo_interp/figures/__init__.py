@@ -37,8 +37,7 @@ from yapo_interp.figures.training import (TABLE_TITLES, TrainingRun, accuracy_ep
 __all__ = [
     "TABLE_TITLES", "TrainingRun", "accuracy_epochs_figure", "at_selection",
     "behaviour_sweep_figure", "build_parser", "effect_cost_figure", "find_training_runs",
-    "histogram_html",
-    "loss_curves_figure", "loss_figure", "lr_sensitivity_figure", "main", "patching_figure",
-    "pd_isna", "r2_by_k_figure", "regenerate", "seed_scores_figure", "sweep_figures",
-    "table_figure", "top_features_table_figure", "top_weights_figure",
+    "histogram_html", "loss_curves_figure", "loss_figure", "lr_sensitivity_figure", "main",
+    "patching_figure", "pd_isna", "r2_by_k_figure", "regenerate", "seed_scores_figure",
+    "sweep_figures", "table_figure", "top_features_table_figure", "top_weights_figure",
 ]
