@@ -83,8 +83,8 @@ def table1_mcq(scores: pd.DataFrame) -> pd.DataFrame:
     if scores.empty:
         return pd.DataFrame()
     cells = scores.assign(cell=[
-        f"{row.accuracy:.1%} [{row.accuracy_ci_low:.0%}, {row.accuracy_ci_high:.0%}]"
-        if row.n_seeds > 1 else f"{row.accuracy:.1%}" for row in scores.itertuples()])
+        _interval(row.accuracy, row.accuracy_ci_low, row.accuracy_ci_high, ".1%")
+        for row in scores.itertuples()])
     base = cells[cells["method"] == BASELINE_METHOD]
     trained = cells[cells["method"] != BASELINE_METHOD]
     settings = sorted(trained["setting"].unique()) or ["both"]
