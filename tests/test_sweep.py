@@ -10,10 +10,11 @@ import pytest
 
 from yapo_interp.errors import UserError
 from yapo_interp.data import CulturalItem, Option, is_test_question, is_validation_question
-from yapo_interp.figures import sweep_figures
+from yapo_interp.figures import at_selection, sweep_figures
 from yapo_interp.sweep import (MEAN_METHODS, ModelSetup, SweepGrid, TrialSpec, main,
                                method_differences, read_selection, run_sweep,
                                select_settings)
+from yapo_interp.sweep.gather import describe_lambda
 
 COUNTRIES = ("usa", "uk", "australia")
 SETUP = ModelSetup(factory="yapo_interp.testing:tiny_sweep_setup")
@@ -203,6 +204,43 @@ def test_selection_prefers_lrs_confirmed_on_min_seeds():
     assert chosen["n_seeds_by_lr"] == {"0.1": 3, "1": 1}
     assert chosen["validation_loss_by_lr"]["1"] == pytest.approx(0.15)
     assert select_settings(table, min_seeds=1)["methods"]["bipo"]["lr"] == 1.0
+
+
+def test_lambda_is_chosen_per_country_on_its_own_validation_questions():
+    """Egypt's vector is best at λ 2 on validation and Nepal's at λ 1 (the test rows favour the
+    other λ): each country is selected, scored and differenced at its own λ."""
+    rows = []
+    for country, best in (("egypt", 2.0), ("nepal", 1.0)):
+        for method in ("bipo", "yapo"):
+            for split in ("validation", "test"):
+                for multiplier in (1.0, 2.0):
+                    for number in range(4):
+                        good = (multiplier == best) == (split == "validation")
+                        rows.append({
+                            "trial": f"{method}-{country}", "method": method, "lr": 1.0,
+                            "seed": 0, "country": country, "setting": "localized",
+                            "eval_setting": "localized", "split": split,
+                            "multiplier": multiplier, "final_eval_loss": 0.3,
+                            "item_id": f"q{number}-{country}", "question_id": f"q{number}",
+                            "form": "localized", "p_correct": 0.5, "accuracy": 0.5,
+                            "score": 0.5, "margin": (1.0 if good else -1.0) + (
+                                0.5 if method == "yapo" else 0.0) + 0.1 * number})
+    table = pd.DataFrame(rows)
+    chosen = select_settings(table, min_seeds=1)["methods"]["bipo"]
+    assert chosen["multiplier_by_group"] == {"egypt/localized": 2.0, "nepal/localized": 1.0}
+    assert describe_lambda(chosen).endswith("(egypt/localized 2, nepal/localized 1)")
+    selection = select_settings(table, min_seeds=1)
+    test = at_selection(table[table["split"] == "test"], selection)
+    assert set(zip(test["country"], test["multiplier"])) == {("egypt", 2.0), ("nepal", 1.0)}
+    assert set(test["margin"].round(6)) <= {-1.0, -0.9, -0.8, -0.7, -0.5, -0.4, -0.3, -0.2}
+    differences = method_differences(table, selection, n_resamples=200)
+    margin = differences[differences["metric"] == "margin"].set_index("country")
+    assert margin.loc["egypt", "difference"] == pytest.approx(-0.5)  # bipo − yapo
+    assert margin.loc["egypt", "multiplier_a"] == 2.0
+    assert margin.loc["nepal", "multiplier_a"] == 1.0
+    assert math.isnan(margin.loc["all", "multiplier_a"])  # the countries chose differently
+    one_country = select_settings(table[table["country"] == "egypt"], min_seeds=1)
+    assert describe_lambda(one_country["methods"]["bipo"]) == "λ 2.0"
 
 
 def test_method_differences_at_the_selected_settings_on_test_only():

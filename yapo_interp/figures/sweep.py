@@ -13,10 +13,18 @@ from plotly.subplots import make_subplots
 from yapo_interp.style import METHOD_LABELS, method_color
 
 
+def selection_groups(frame: pd.DataFrame) -> pd.Series:
+    """``country/setting`` per row: the group a λ is chosen for (``all/setting`` when the frame
+    has no country column)."""
+    country = frame["country"].astype(str) if "country" in frame else "all"
+    return country + "/" + frame["setting"].astype(str)
+
+
 def at_selection(frame: pd.DataFrame, selection: dict[str, Any], *,
                  by_multiplier: bool = True) -> pd.DataFrame:
     """The rows of ``frame`` where each method sits at its selected lr (and λ, when
-    ``by_multiplier`` and the frame has a ``multiplier`` column); a method without an lr (the
+    ``by_multiplier`` and the frame has a ``multiplier`` column: each (country, setting) at
+    its own ``multiplier_by_group`` when the selection has one); a method without an lr (the
     baseline, CAA, SAS) is filtered on λ alone, a method not in the selection is dropped. The
     figures, the report's tables and the paired differences all read these rows."""
     keep = []
@@ -25,7 +33,12 @@ def at_selection(frame: pd.DataFrame, selection: dict[str, Any], *,
         if chosen.get("lr") is not None:
             rows = rows[rows["lr"] == chosen["lr"]]
         if by_multiplier and "multiplier" in rows and chosen.get("multiplier") is not None:
-            rows = rows[rows["multiplier"] == chosen["multiplier"]]
+            wanted = pd.Series(chosen["multiplier"], index=rows.index, dtype=float)
+            groups = chosen.get("multiplier_by_group")
+            if groups and "setting" in rows:  # each vector at its own λ
+                wanted = selection_groups(rows).map(groups).astype(float).fillna(
+                    chosen["multiplier"])
+            rows = rows[rows["multiplier"] == wanted]
         keep.append(rows)
     return pd.concat(keep, ignore_index=True) if keep else frame.iloc[:0]
 

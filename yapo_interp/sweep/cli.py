@@ -18,6 +18,7 @@ from yapo_interp.errors import UserError
 from yapo_interp.models import PRESETS, get_preset
 from yapo_interp.steering import METHODS
 from yapo_interp.sweep.config import QUICK, SweepConfig
+from yapo_interp.sweep.gather import describe_lambda
 from yapo_interp.sweep.grid import BASELINE_METHOD, EVAL_SETTINGS, SELECT_METRICS
 from yapo_interp.sweep.stage import run_sweep
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     for method, chosen in result.selection["methods"].items():
         if method == BASELINE_METHOD:
             continue
-        print(f"[sweep] {method}: lr {chosen.get('lr')}, λ {chosen.get('multiplier')}"
+        print(f"[sweep] {method}: lr {chosen.get('lr')}, {describe_lambda(chosen)}"
               + (f" ({chosen['note']})" if "note" in chosen else ""))
     return 1 if result.failed else 0
 

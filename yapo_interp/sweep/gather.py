@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from yapo_interp.errors import UserError
-from yapo_interp.figures import at_selection
+from yapo_interp.figures import at_selection, selection_groups
 from yapo_interp.io import read_jsonl, write_table
 from yapo_interp.metrics import first_step_below, paired_difference_ci, steps_to_threshold_ci
 from yapo_interp.sweep.grid import (BASELINE_METHOD, MEAN_METHODS, SELECT_METRICS,
@@ -99,8 +99,11 @@ def convergence_table(table: pd.DataFrame) -> pd.DataFrame:
 def select_settings(table: pd.DataFrame, *, metric: str = "margin", min_seeds: int = 3
                     ) -> dict[str, Any]:
     """Per method: the lr with the lowest mean final validation loss over its trials (seeds,
-    countries, settings), then the λ with the highest mean validation ``metric`` at that lr,
-    on the trial's own setting. Only validation data is read: test rows never choose.
+    countries, settings), then, at that lr, the λ with the highest mean validation ``metric``
+    on the trial's own setting: per (country, setting) in ``multiplier_by_group`` (each has its
+    own vector; the figures, tables and differences use these), and pooled in ``multiplier``
+    (for a study that takes one λ per method). Only validation data is read: test rows never
+    choose.
 
     The lr is chosen among the lrs run with at least ``min_seeds`` seeds when there are any, so
     a screen-then-confirm sweep (every lr on one seed, then more seeds at the lr the screen
@@ -145,11 +148,38 @@ def select_settings(table: pd.DataFrame, *, metric: str = "margin", min_seeds: i
                              f"validation_{metric}_by_multiplier": {
                                  f"{key:g}": float(value) for key, value in
                                  by_multiplier.items()}})
+            # each (country, setting) has its own vector, so its own λ, on its own questions
+            by_group = validation.assign(group=selection_groups(validation)).groupby(
+                ["group", "multiplier"])[metric].mean()
+            chosen["multiplier_by_group"] = {
+                group: float(values.droplevel("group").idxmax())
+                for group, values in by_group.groupby(level="group", sort=True)}
         if method not in MEAN_METHODS and chosen.get("n_seeds", 0) < min_seeds:
             chosen["note"] = (f"only {chosen.get('n_seeds', 0)} seed(s) at the chosen lr; "
                               f"use at least {min_seeds} (--seeds) before relying on it")
         selection["methods"][method] = chosen
     return selection
+
+
+def selected_multiplier(chosen: dict[str, Any], country: str, setting: str) -> float | None:
+    """The λ ``chosen`` selected for ``(country, setting)``: its own group's when it has one,
+    else the method's pooled λ (and, for the countries pooled, the pooled λ only when every
+    group chose it; NaN otherwise)."""
+    groups = chosen.get("multiplier_by_group") or {}
+    if country == "all":
+        own = {value for key, value in groups.items() if key.endswith(f"/{setting}")}
+        return own.pop() if len(own) == 1 else (math.nan if own else chosen.get("multiplier"))
+    return groups.get(f"{country}/{setting}", chosen.get("multiplier"))
+
+
+def describe_lambda(chosen: dict[str, Any]) -> str:
+    """``λ 4.0``, or ``λ 4.0 (egypt/localized 4, nepal/localized 1)`` when the groups chose
+    differently: the pooled λ, then each (country, setting)'s own."""
+    groups = chosen.get("multiplier_by_group") or {}
+    text = f"λ {chosen.get('multiplier')}"
+    if len(set(groups.values())) > 1:
+        text += " (" + ", ".join(f"{group} {value:g}" for group, value in groups.items()) + ")"
+    return text
 
 
 def read_selection(path: str | Path) -> dict[str, dict[str, float | None]]:
@@ -220,6 +250,7 @@ def method_differences(instances: pd.DataFrame, selection: dict[str, Any], *,
                         "ci_high": interval.high, "n_questions": interval.n,
                         "n_instances": len(pair),
                         "lr_a": chosen[first].get("lr"), "lr_b": chosen[second].get("lr"),
-                        "multiplier_a": chosen[first]["multiplier"],
-                        "multiplier_b": chosen[second]["multiplier"]})
+                        "multiplier_a": selected_multiplier(chosen[first], country, setting),
+                        "multiplier_b": selected_multiplier(chosen[second], country,
+                                                            setting)})
     return pd.DataFrame(results)

@@ -21,6 +21,7 @@ from yapo_interp.io import write_table, write_text
 from yapo_interp.metrics import (first_step_below, mean_ci_over_seeds, pnlg_aggregate,
                                  rca_aggregate, steps_to_threshold_ci)
 from yapo_interp.style import save_figure
+from yapo_interp.sweep.gather import describe_lambda
 from yapo_interp.sweep.grid import BASELINE_METHOD, MEAN_METHODS
 
 # Validation-loss thresholds for steps-to-threshold: the DPO loss starts at ln 2 ≈ 0.693 and
@@ -170,7 +171,7 @@ def report_markdown(selection: dict[str, Any], trials: pd.DataFrame,
             f"{lr}: {loss:.3f}" + (f" ({seeds[lr]} seed{'s' * (seeds[lr] > 1)})"
                                    if lr in seeds else "")
             for lr, loss in chosen.get("validation_loss_by_lr", {}).items())
-        lines.append(f"- **{method}**: lr {chosen.get('lr')}, λ {chosen.get('multiplier')}"
+        lines.append(f"- **{method}**: lr {chosen.get('lr')}, {describe_lambda(chosen)}"
                      + (f"; mean final validation loss by lr ({by_lr})" if by_lr else "")
                      + (f" — {chosen['note']}" if "note" in chosen else ""))
     lines += ["", "## Convergence at each method's selected lr", "",
