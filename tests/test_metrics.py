@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from yapo_interp.metrics import (accuracy, answer_margin, answer_probability, bootstrap_ci,
-                                 first_step_below, paired_difference_ci, pnlg, pnlg_aggregate,
-                                 pnlg_terms, rca, rca_aggregate, relative_change,
-                                 steps_to_threshold_ci)
+                                 first_step_below, max_rebound, paired_difference_ci, pnlg,
+                                 pnlg_aggregate, pnlg_terms, rca, rca_aggregate,
+                                 relative_change, steps_to_threshold_ci)
 
 
 def test_accuracy_is_the_mean_of_correctness():
@@ -179,6 +179,18 @@ def test_paired_difference_ci_resamples_whole_questions():
         paired_difference_ci([1.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="groups has"):
         paired_difference_ci([1.0, 2.0], [1.0, 2.0], ["q"])
+
+
+def test_max_rebound_is_the_worst_rise_above_the_best_so_far():
+    """A spike before the global minimum counts: 0.3 → 0.8 is a rise of 0.5, larger than the
+    0.05 rise after the minimum 0.1; a monotone run has none; step order, not list order."""
+    steps, losses = [6, 12, 18, 24, 30, 36], [0.6, 0.3, 0.8, 0.1, 0.15, 0.12]
+    assert max_rebound(steps, losses) == pytest.approx(0.5)
+    assert max_rebound(steps[::-1], losses[::-1]) == pytest.approx(0.5)
+    assert max_rebound([1, 2, 3], [0.7, 0.4, 0.2]) == 0.0
+    assert math.isnan(max_rebound([], []))
+    with pytest.raises(ValueError, match="2 steps but 1 losses"):
+        max_rebound([1, 2], [0.5])
 
 
 def test_steps_to_threshold_per_run_and_over_seeds():

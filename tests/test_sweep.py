@@ -443,7 +443,14 @@ def test_a_baseline_trial_and_the_report(tmp_path, ray_session, data_file):
     for name in ("figure2_loss_curves", "lr_sensitivity", "figure5_test_scores"):
         assert (out / "figures" / f"{name}.html").is_file()
     report = (out / "report.md").read_text()
-    assert "## Convergence" in report and "bipo" in report
+    assert "## Convergence" in report and "bipo" in report and "max_rebound" in report
+    trials = pd.read_csv(out / "trials.csv").set_index("trial")
+    assert len(trials) == 2 and trials["eval_loss_rebound"].notna().all()
+    assert curves.dropna(subset=["eval_loss"]).groupby("trial").size().min() >= 2
+    for trial, run in curves.dropna(subset=["eval_loss"]).groupby("trial"):
+        losses = run.sort_values("step")["eval_loss"].to_numpy()
+        assert trials.loc[trial, "eval_loss_rebound"] == pytest.approx(
+            max(loss - min(losses[:index + 1]) for index, loss in enumerate(losses)))
     saved = json.loads((out / "sweep.json").read_text())  # the settings that made it
     assert saved["settings"]["grid"]["seeds"] == [0, 1] and saved["finished"] == 3
     # --report-only: a bigger grid runs nothing new and reports the finished trials

@@ -296,6 +296,20 @@ def first_step_below(steps: ArrayLike, losses: ArrayLike, threshold: float) -> f
     return float(reached.min()) if reached.size else float("inf")
 
 
+def max_rebound(steps: ArrayLike, losses: ArrayLike) -> float:
+    """The largest rise of a loss above its best value so far, ``max_t (loss_t − min_{s≤t}
+    loss_s)``, over one run's records in step order: 0 for a run that never goes back up, the
+    height of its worst spike otherwise (a measure of instability, not of the final value)."""
+    step_values = np.asarray(steps, dtype=np.float64).reshape(-1)
+    loss_values = np.asarray(losses, dtype=np.float64).reshape(-1)
+    if step_values.shape != loss_values.shape:
+        raise ValueError(f"{step_values.size} steps but {loss_values.size} losses")
+    if not loss_values.size:
+        return float("nan")
+    ordered = loss_values[np.argsort(step_values, kind="stable")]
+    return float((ordered - np.minimum.accumulate(ordered)).max())
+
+
 def steps_to_threshold_ci(steps_per_seed: ArrayLike, *, n_resamples: int = 2000,
                           confidence: float = 0.95, seed: int = 0) -> Interval:
     """Median over seeds of the steps to a threshold (``first_step_below`` of each seed's run),
@@ -324,7 +338,7 @@ def steps_to_threshold_ci(steps_per_seed: ArrayLike, *, n_resamples: int = 2000,
 
 __all__ = [
     "DEFAULT_EPS", "Interval", "accuracy", "answer_margin", "answer_probability", "bootstrap_ci",
-    "first_step_below", "mean_ci_over_seeds", "paired_difference_ci", "pnlg", "pnlg_aggregate",
+    "first_step_below", "max_rebound", "mean_ci_over_seeds", "paired_difference_ci", "pnlg", "pnlg_aggregate",
     "pnlg_terms", "rca", "rca_aggregate", "rca_terms", "relative_change",
     "steps_to_threshold_ci",
 ]
