@@ -338,7 +338,7 @@ def steps_to_threshold_ci(steps_per_seed: ArrayLike, *, n_resamples: int = 2000,
 
 __all__ = [
     "DEFAULT_EPS", "Interval", "accuracy", "answer_margin", "answer_probability", "bootstrap_ci",
-    "first_step_below", "max_rebound", "mean_ci_over_seeds", "paired_difference_ci", "pnlg", "pnlg_aggregate",
-    "pnlg_terms", "rca", "rca_aggregate", "rca_terms", "relative_change",
+    "first_step_below", "max_rebound", "mean_ci_over_seeds", "paired_difference_ci", "pnlg",
+    "pnlg_aggregate", "pnlg_terms", "rca", "rca_aggregate", "rca_terms", "relative_change",
     "steps_to_threshold_ci",
 ]
