@@ -284,14 +284,21 @@ def mean_ci_over_seeds(values: ArrayLike, *, confidence: float = 0.95) -> Interv
     return Interval(mean, mean - half, mean + half, confidence, int(values.size))
 
 
-def first_step_below(steps: ArrayLike, losses: ArrayLike, threshold: float) -> float:
-    """The first step at which ``losses`` is at or below ``threshold`` (``inf`` if never).
-
-    ``steps`` and ``losses`` are one run's validation-loss records, in any order."""
+def _run_records(steps: ArrayLike, losses: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """One run's ``(steps, losses)`` as float arrays of one length, in step order."""
     step_values = np.asarray(steps, dtype=np.float64).reshape(-1)
     loss_values = np.asarray(losses, dtype=np.float64).reshape(-1)
     if step_values.shape != loss_values.shape:
         raise ValueError(f"{step_values.size} steps but {loss_values.size} losses")
+    order = np.argsort(step_values, kind="stable")
+    return step_values[order], loss_values[order]
+
+
+def first_step_below(steps: ArrayLike, losses: ArrayLike, threshold: float) -> float:
+    """The first step at which ``losses`` is at or below ``threshold`` (``inf`` if never).
+
+    ``steps`` and ``losses`` are one run's validation-loss records, in any order."""
+    step_values, loss_values = _run_records(steps, losses)
     reached = step_values[loss_values <= threshold]
     return float(reached.min()) if reached.size else float("inf")
 
@@ -300,13 +307,9 @@ def max_rebound(steps: ArrayLike, losses: ArrayLike) -> float:
     """The largest rise of a loss above its best value so far, ``max_t (loss_t − min_{s≤t}
     loss_s)``, over one run's records in step order: 0 for a run that never goes back up, the
     height of its worst spike otherwise (a measure of instability, not of the final value)."""
-    step_values = np.asarray(steps, dtype=np.float64).reshape(-1)
-    loss_values = np.asarray(losses, dtype=np.float64).reshape(-1)
-    if step_values.shape != loss_values.shape:
-        raise ValueError(f"{step_values.size} steps but {loss_values.size} losses")
-    if not loss_values.size:
+    _, ordered = _run_records(steps, losses)
+    if not ordered.size:
         return float("nan")
-    ordered = loss_values[np.argsort(step_values, kind="stable")]
     return float((ordered - np.minimum.accumulate(ordered)).max())
 
 

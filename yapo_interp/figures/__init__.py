@@ -30,7 +30,8 @@ from yapo_interp.figures.cli import build_parser, main
 from yapo_interp.figures.patching import patching_figure
 from yapo_interp.figures.regenerate import regenerate
 from yapo_interp.figures.sweep import (at_selection, loss_curves_figure, lr_sensitivity_figure,
-                                       seed_scores_figure, selection_groups, sweep_figures)
+                                       seed_scores_figure, selected_multiplier,
+                                       selection_groups, sweep_figures)
 from yapo_interp.figures.training import (TABLE_TITLES, TrainingRun, accuracy_epochs_figure,
                                           find_training_runs, loss_figure, table_figure)
 
@@ -39,6 +40,6 @@ __all__ = [
     "behaviour_sweep_figure", "build_parser", "effect_cost_figure", "find_training_runs",
     "histogram_html", "loss_curves_figure", "loss_figure", "lr_sensitivity_figure", "main",
     "patching_figure", "pd_isna", "r2_by_k_figure", "regenerate", "seed_scores_figure",
-    "selection_groups", "sweep_figures", "table_figure", "top_features_table_figure",
-    "top_weights_figure",
+    "selected_multiplier", "selection_groups", "sweep_figures", "table_figure",
+    "top_features_table_figure", "top_weights_figure",
 ]

@@ -4,6 +4,7 @@ its selected learning rate."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pandas as pd
@@ -13,11 +14,28 @@ from plotly.subplots import make_subplots
 from yapo_interp.style import METHOD_LABELS, method_color
 
 
+def group_key(country: str, setting: str) -> str:
+    """``country/setting``: the name of a group a λ is chosen for (``all`` pools countries)."""
+    return f"{country}/{setting}"
+
+
 def selection_groups(frame: pd.DataFrame) -> pd.Series:
-    """``country/setting`` per row: the group a λ is chosen for (``all/setting`` when the frame
-    has no country column)."""
-    country = frame["country"].astype(str) if "country" in frame else "all"
-    return country + "/" + frame["setting"].astype(str)
+    """:func:`group_key` per row (``all/setting`` when the frame has no country column)."""
+    countries = frame["country"].astype(str) if "country" in frame else ["all"] * len(frame)
+    return pd.Series([group_key(country, setting) for country, setting in
+                      zip(countries, frame["setting"].astype(str))], index=frame.index,
+                     dtype=object)
+
+
+def selected_multiplier(chosen: dict[str, Any], country: str, setting: str) -> float | None:
+    """The λ ``chosen`` selected for ``(country, setting)``: its own group's when it has one,
+    else the method's pooled λ (and, for the countries pooled, ``all``, the λ every group chose
+    when they agree; NaN otherwise)."""
+    groups = chosen.get("multiplier_by_group") or {}
+    if country == "all":
+        own = {value for key, value in groups.items() if key.endswith(group_key("", setting))}
+        return own.pop() if len(own) == 1 else (math.nan if own else chosen.get("multiplier"))
+    return groups.get(group_key(country, setting), chosen.get("multiplier"))
 
 
 def at_selection(frame: pd.DataFrame, selection: dict[str, Any], *,
@@ -34,10 +52,10 @@ def at_selection(frame: pd.DataFrame, selection: dict[str, Any], *,
             rows = rows[rows["lr"] == chosen["lr"]]
         if by_multiplier and "multiplier" in rows and chosen.get("multiplier") is not None:
             wanted = pd.Series(chosen["multiplier"], index=rows.index, dtype=float)
-            groups = chosen.get("multiplier_by_group")
-            if groups and "setting" in rows:  # each vector at its own λ
-                wanted = selection_groups(rows).map(groups).astype(float).fillna(
-                    chosen["multiplier"])
+            if chosen.get("multiplier_by_group") and "setting" in rows:  # each vector at its λ
+                groups = selection_groups(rows)
+                wanted = groups.map({group: selected_multiplier(chosen, *group.split("/", 1))
+                                     for group in groups.unique()}).astype(float)
             rows = rows[rows["multiplier"] == wanted]
         keep.append(rows)
     return pd.concat(keep, ignore_index=True) if keep else frame.iloc[:0]

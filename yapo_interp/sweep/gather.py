@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from yapo_interp.errors import UserError
-from yapo_interp.figures import at_selection, selection_groups
+from yapo_interp.figures import at_selection, selected_multiplier, selection_groups
 from yapo_interp.io import read_jsonl, write_table
 from yapo_interp.metrics import first_step_below, paired_difference_ci, steps_to_threshold_ci
 from yapo_interp.sweep.grid import (BASELINE_METHOD, MEAN_METHODS, SELECT_METRICS,
@@ -159,17 +159,6 @@ def select_settings(table: pd.DataFrame, *, metric: str = "margin", min_seeds: i
                               f"use at least {min_seeds} (--seeds) before relying on it")
         selection["methods"][method] = chosen
     return selection
-
-
-def selected_multiplier(chosen: dict[str, Any], country: str, setting: str) -> float | None:
-    """The λ ``chosen`` selected for ``(country, setting)``: its own group's when it has one,
-    else the method's pooled λ (and, for the countries pooled, the pooled λ only when every
-    group chose it; NaN otherwise)."""
-    groups = chosen.get("multiplier_by_group") or {}
-    if country == "all":
-        own = {value for key, value in groups.items() if key.endswith(f"/{setting}")}
-        return own.pop() if len(own) == 1 else (math.nan if own else chosen.get("multiplier"))
-    return groups.get(f"{country}/{setting}", chosen.get("multiplier"))
 
 
 def describe_lambda(chosen: dict[str, Any]) -> str:
