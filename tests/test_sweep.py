@@ -2,6 +2,7 @@
 skipped on a rerun, a raising trial reported while the others finish, the tidy table; and the
 lr / λ selection on planted tables (validation only)."""
 
+import dataclasses
 import json
 import math
 
@@ -458,3 +459,51 @@ def test_a_baseline_trial_and_the_report(tmp_path, ray_session, data_file):
     again = run_sweep(bigger, out, setup=SETUP, progress=False, run_trials=False)
     assert (again.ran, again.skipped) == (0, 3)
     assert not any((out / "trials").glob("bipo-*-s2-*"))
+
+
+def test_a_wider_lambda_grid_scores_finished_vectors_without_retraining(
+        tmp_path, ray_session, data_file):
+    def at(multipliers, out):
+        base = grid(data_file, methods=("bipo", "sae-dense", "caa"), lrs=(0.5,), baseline=True)
+        sweep = dataclasses.replace(base, shared={**base.shared, "multipliers": multipliers})
+        return run_sweep(sweep, out, setup=SETUP, progress=False, min_seeds=1), sweep
+
+    def trained_files(out, *, written=False):
+        return {path.relative_to(out): (path.read_bytes(), written and path.stat().st_mtime_ns)
+                for pattern in ("trials/*/train/log.jsonl", "trials/*/train/vector.safetensors")
+                for path in out.glob(pattern)}
+
+    def scores(out):
+        frame = pd.read_parquet(out / "instances.parquet").drop(columns="vector")
+        return frame.sort_values(["trial", "split", "multiplier", "item_id", "form"],
+                                 ignore_index=True)
+
+    narrow_out, fresh_out = tmp_path / "widened", tmp_path / "fresh"
+    narrow, narrow_grid = at((1.0,), narrow_out)
+    assert (narrow.ran, narrow.rescored, narrow.failed) == (4, 0, [])
+    trained, written = trained_files(narrow_out), trained_files(narrow_out, written=True)
+    assert len(trained) == 5  # bipo and sae-dense: log and vector; caa: its vector
+    widened, wide_grid = at((0.5, 1.0, 2.0), narrow_out)
+    # λ is not a training field: the same folders, the vectors scored at the λ they lacked
+    assert [spec.name for spec in wide_grid.trials()] == [
+        spec.name for spec in narrow_grid.trials()]
+    assert (widened.ran, widened.rescored, widened.skipped) == (3, 3, 1)  # the baseline: λ 0
+    assert trained_files(narrow_out, written=True) == written  # not rewritten
+    for marker in narrow_out.glob("trials/*/result.json"):
+        spec = json.loads(marker.read_text())["spec"]
+        assert spec["multipliers"] == ([1.0] if spec["method"] == "baseline" else [0.5, 1.0, 2.0])
+    # the same numbers as a sweep that scored every λ from the start
+    fresh, _ = at((0.5, 1.0, 2.0), fresh_out)
+    assert (fresh.ran, fresh.rescored) == (4, 0)
+    assert trained_files(fresh_out) == trained
+    pd.testing.assert_frame_equal(scores(narrow_out), scores(fresh_out))
+    key = ["trial", "split", "multiplier", "eval_setting"]
+    pd.testing.assert_frame_equal(
+        widened.table.drop(columns="seconds").sort_values(key, ignore_index=True),
+        fresh.table.drop(columns="seconds").sort_values(key, ignore_index=True))
+    # the narrow grid, reported again, reads only its own λ
+    again = run_sweep(narrow_grid, narrow_out, setup=SETUP, progress=False, min_seeds=1,
+                      run_trials=False)
+    pd.testing.assert_frame_equal(again.table.drop(columns="seconds"),
+                                  narrow.table.drop(columns="seconds"))
+    assert set(pd.read_parquet(narrow_out / "instances.parquet")["multiplier"]) == {0.0, 1.0}

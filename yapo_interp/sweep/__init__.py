@@ -27,7 +27,9 @@ part-way holds whole (seed, lr) slices of all methods, and ``--report-only`` rep
 * ``trials/NAME-HASH/`` — one folder per trial: ``train/`` (the training run), ``instances.parquet``
   (every scored instance), ``result.json`` (written last: the marker of a finished trial; a rerun
   skips trials whose marker holds the same settings) or ``error.txt`` (the traceback of a failed
-  one, retried on the next run).
+  one, retried on the next run). λ is not in the hash, which names what a vector was trained
+  with: a rerun with a wider ``--multipliers`` grid scores each finished vector at the λ it
+  lacks, without retraining, and a report over a narrower grid reads only its own λ.
 * ``results.parquet`` / ``results.csv`` — the tidy table: one row per trial × split × λ × form
   with every setting of the trial; ``instances.parquet`` — all instance rows (for paired
   differences, ``evaluate.paired_differences``); ``curves.parquet`` — every log record of every

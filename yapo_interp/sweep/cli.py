@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[sweep] {len(trials)} trials -> {args.out}", file=sys.stderr)
     result = run_sweep(config, args.out, run_trials=not args.report_only)
     pending = len(trials) - result.ran - result.skipped - len(result.failed)
-    print(f"[sweep] {result.ran} ran, {result.skipped} skipped (finished before), "
+    rescored = f" ({result.rescored} scored at new λ, not retrained)" if result.rescored else ""
+    print(f"[sweep] {result.ran} ran{rescored}, {result.skipped} skipped (finished before), "
           + (f"{pending} not run (--report-only), " if pending else "")
           + f"{len(result.failed)} failed; table {result.files['results']}, selection "
           f"{result.files['selection']}"

@@ -44,9 +44,12 @@ def gather(out: str | Path, trials: Sequence[TrialSpec], *,
         trained = {**result.get("setup", {}), **result["trained"],
                    "steps_to_threshold": reached,
                    "loss_threshold": loss_threshold, "seconds": result["seconds"]}
+        in_grid = set(spec.multipliers)  # a trial scored at more λ reports the grid's
+        baseline = spec.method == BASELINE_METHOD
         for row in result["rows"]:
-            rows.append({**{k: v for k, v in settings.items() if k != "multipliers"},
-                         **row, **trained, "multipliers": settings["multipliers"]})
+            if baseline or row["multiplier"] in in_grid:
+                rows.append({**{k: v for k, v in settings.items() if k != "multipliers"},
+                             **row, **trained, "multipliers": settings["multipliers"]})
         # a log record's "lr" is the scheduled lr of that step: kept as "step_lr", so "lr"
         # stays the trial's (peak) learning rate on every row
         curves += [{"trial": spec.name, "method": spec.method, "country": spec.country,
@@ -55,8 +58,10 @@ def gather(out: str | Path, trials: Sequence[TrialSpec], *,
                        for key, value in record.items()}, "lr": spec.lr}
                    for record in records]
         if (trial_dir / "instances.parquet").is_file():
-            instances.append(pd.read_parquet(trial_dir / "instances.parquet").assign(
-                trial=spec.name))
+            scored = pd.read_parquet(trial_dir / "instances.parquet")
+            if not baseline:
+                scored = scored[scored["multiplier"].isin(in_grid)]
+            instances.append(scored.assign(trial=spec.name, multipliers=settings["multipliers"]))
     table = pd.DataFrame(rows)
     files = {"results": write_table(out / "results.parquet", table),
              "results_csv": write_table(out / "results.csv", table)}

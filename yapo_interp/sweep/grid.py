@@ -21,11 +21,14 @@ RESULT = "result.json"
 ERROR = "error.txt"
 EVAL_SETTINGS = SETTINGS  # the training settings a sweep can span (yapo_interp.data)
 SELECT_METRICS = ("margin", "p_correct", "accuracy")
+SCORED_ONLY = ("multipliers",)  # fields that say what a trained vector is scored at, not how
+# it is trained: left out of a trial's name, so a rerun with more λ scores the finished vector
 
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """Everything one trial depends on; its hash names the trial folder."""
+    """Everything one trial depends on; the hash of its training fields names the trial
+    folder (λ, ``multipliers``, is scored on the trained vector, not trained)."""
 
     method: str
     country: str
@@ -46,12 +49,19 @@ class TrialSpec:
     split_seed: int = 0
     data: str | None = None
 
+    def training(self) -> dict[str, Any]:
+        """Every field but the :data:`SCORED_ONLY` ones, as JSON values: what the trained
+        vector depends on."""
+        values = json.loads(json.dumps(asdict(self)))
+        return {key: value for key, value in values.items() if key not in SCORED_ONLY}
+
     @property
     def name(self) -> str:
         """``method-country-setting[-lrLR]-sSEED-HASH``: the trial's folder name (the hash of
-        every field, so changed settings never reuse a finished trial)."""
+        every training field, so a changed setting never reuses a finished vector, and a wider
+        λ grid reuses it)."""
         lr = "" if self.lr is None else f"-lr{self.lr:g}"
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(self.training(), sort_keys=True).encode()).hexdigest()
         return f"{self.method}-{self.country}-{self.setting}{lr}-s{self.seed}-{digest[:8]}"
 
 

@@ -25,7 +25,7 @@ from yapo_interp.sweep.config import SweepConfig
 from yapo_interp.sweep.gather import gather, method_differences, select_settings
 from yapo_interp.sweep.grid import ERROR, SweepGrid
 from yapo_interp.sweep.report import write_report
-from yapo_interp.sweep.trial import finished_result, trial_task
+from yapo_interp.sweep.trial import finished_result, trained_result, trial_task
 
 try:  # an optional dependency: pip install -e ".[sweep]"
     import ray
@@ -39,6 +39,7 @@ class SweepResult:
 
     ran: int
     skipped: int
+    rescored: int  # of those that ran: finished vectors scored at the λ they lacked
     failed: list[dict[str, Any]]
     table: pd.DataFrame
     selection: dict[str, Any]
@@ -61,8 +62,9 @@ def run_sweep(config: SweepConfig | SweepGrid, out: str | Path, *, progress: boo
     running Ray instance if there is one (``ray.init`` was called), else connects to
     ``config.address``, else starts a local one with ``config.workers`` CPUs (default: all) and
     shuts it down afterwards. A trial that raises is reported and left unfinished (rerun next
-    time). ``run_trials=False`` runs nothing: it gathers, selects and reports the trials of the
-    grid that already finished (a sweep part-way, or redrawn)."""
+    time). A trial that finished at other λ is not retrained: its vector is scored at the λ
+    it lacks. ``run_trials=False`` runs nothing: it gathers, selects and reports the trials of
+    the grid that already finished (a sweep part-way, or redrawn)."""
     if isinstance(config, SweepGrid):
         config = SweepConfig(grid=config, **options)
     elif options:
@@ -78,6 +80,8 @@ def run_sweep(config: SweepConfig | SweepGrid, out: str | Path, *, progress: boo
             skipped += 1
     if not run_trials:
         todo = []
+    rescoring = {spec.name for spec in todo
+                 if trained_result(spec, out / "trials" / spec.name) is not None}
     failed: list[dict[str, Any]] = []
     if todo:
         if ray is None:
@@ -131,5 +135,7 @@ def run_sweep(config: SweepConfig | SweepGrid, out: str | Path, *, progress: boo
                                       image_formats=config.image_formats)[0]
         files.update(write_report(out, table, curves, instances, selection, differences,
                                   image_formats=config.image_formats))
-    return SweepResult(ran=len(todo) - len(failed), skipped=skipped, failed=failed,
+    failed_names = {item["name"] for item in failed}
+    return SweepResult(ran=len(todo) - len(failed), skipped=skipped,
+                       rescored=len(rescoring - failed_names), failed=failed,
                        table=table, selection=selection, files=files)

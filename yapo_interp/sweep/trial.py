@@ -1,13 +1,14 @@
 """One trial of a sweep: train a ``(method, country, setting, lr, seed)`` vector on the fitting
 questions and score it at every λ on the validation and test questions (:func:`run_trial`);
-:func:`trial_task` is the Ray task around it, :func:`finished_result` what a rerun skips."""
+:func:`trial_task` is the Ray task around it, :func:`finished_result` what a rerun skips and
+:func:`trained_result` what it scores at new λ without retraining."""
 
 from __future__ import annotations
 
 import json
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from yapo_interp.io import read_jsonl, write_json, write_table
 from yapo_interp.models import Preset, get_preset
 from yapo_interp.objective import PreferenceObjective
 from yapo_interp.seeding import set_seed
-from yapo_interp.sweep.grid import BASELINE_METHOD, ERROR, EVAL_SETTINGS, RESULT, TrialSpec
+from yapo_interp.steering import SteeringVector
+from yapo_interp.sweep.grid import (BASELINE_METHOD, ERROR, EVAL_SETTINGS, RESULT, SCORED_ONLY,
+                                    TrialSpec)
 from yapo_interp.sweep.model_setup import ModelSetup
 from yapo_interp.train import (DataSelection, TrainConfig, build_pairs, evaluate_loss,
                                select_items, train_steering_vector)
@@ -83,11 +86,35 @@ def _train(spec: TrialSpec, preset: Preset, model: Any, sae: Any,
     return vector, used_sae, trained
 
 
+def _load_trained(trial_dir: Path, model: Any, sae: Any) -> tuple[SteeringVector, Any]:
+    """The vector a finished trial saved, and the SAE it steers through (or None)."""
+    vector = SteeringVector.load(trial_dir / "train" / "vector", model=model)
+    if not vector.uses_sae:
+        return vector, None
+    vector.check_fits(model=model, sae=sae, source=str(trial_dir))
+    return vector, sae
+
+
+def _merged(previous: dict[str, Any], spec: TrialSpec, rows: list[dict[str, Any]]
+            ) -> tuple[TrialSpec, list[dict[str, Any]]]:
+    """A finished trial's λ and summary rows with those of ``spec``'s new λ added: the spec
+    of every λ scored so far, and the rows in a fresh trial's order (split, then λ)."""
+    scored = tuple(previous["spec"]["multipliers"])
+    merged = replace(spec, multipliers=tuple(sorted({*scored, *spec.multipliers})))
+    order = {split: index for index, split in enumerate(("validation", "test"))}
+    rows = sorted([*previous["rows"], *rows],
+                  key=lambda row: (order[row["split"]], row["multiplier"]))
+    return merged, rows
+
+
 def run_trial(spec: TrialSpec, setup: ModelSetup, trial_dir: str | Path, *,
               threads: int = 1) -> dict[str, Any]:
     """Train ``spec``'s vector and score it at every λ on the validation and test questions
     (a ``baseline`` trial trains nothing and scores the unsteered model, as λ = 0); write
-    ``instances.parquet`` and, last, ``result.json``; return the result."""
+    ``instances.parquet`` and, last, ``result.json``; return the result.
+
+    A trial that finished with the same training fields and other λ is not retrained: its
+    saved vector is scored at the λ it lacks, and the scores join the ones it has."""
     started = time.time()
     torch.set_num_threads(max(1, threads))
     trial_dir = Path(trial_dir)
@@ -102,14 +129,24 @@ def run_trial(spec: TrialSpec, setup: ModelSetup, trial_dir: str | Path, *,
         test_fraction=spec.test_fraction, validation_fraction=spec.validation_fraction,
         split_seed=spec.split_seed, max_pairs=spec.max_pairs, data=spec.data)
     fit_items, validation_items, info = select_items(selection)
+    previous = None if is_baseline else trained_result(spec, trial_dir)
     if is_baseline:
         vector, used_sae, trained = None, None, {"layer": layer}
         conditions = [BASELINE]
     else:
-        vector, used_sae, trained = _train(spec, preset, model, sae, sae_info, layer,
-                                           selection, fit_items, validation_items, info,
-                                           trial_dir)
-        conditions = make_conditions([(vector, used_sae, str(trial_dir))], spec.multipliers,
+        multipliers = spec.multipliers
+        if previous is None:
+            vector, used_sae, trained = _train(spec, preset, model, sae, sae_info, layer,
+                                               selection, fit_items, validation_items, info,
+                                               trial_dir)
+        else:  # trained before: score the λ it lacks
+            scored = set(previous["spec"]["multipliers"])
+            multipliers = tuple(m for m in spec.multipliers if m not in scored)
+            if not multipliers:
+                return previous
+            vector, used_sae = _load_trained(trial_dir, model, sae)
+            trained = previous["trained"]
+        conditions = make_conditions([(vector, used_sae, str(trial_dir))], multipliers,
                                      include_baseline=False)
 
     items = data.load_cultural(spec.data, countries=[info["country"]])
@@ -130,18 +167,31 @@ def run_trial(spec: TrialSpec, setup: ModelSetup, trial_dir: str | Path, *,
         frame.insert(0, "split", split)
         frames.append(frame)
         rows += _summary_rows(frame, split)
+    seconds = time.time() - started
+    if previous is not None:
+        spec, rows = _merged(previous, spec, rows)
+        seconds += previous["seconds"]
     settings = asdict(spec)
+    columns = {key: json.dumps(value) if isinstance(value, tuple) else value
+               for key, value in settings.items()}
     if frames:
         instances = pd.concat(frames, ignore_index=True)
-        for key, value in reversed(list(settings.items())):
+        for key, value in reversed(list(columns.items())):
             if key not in instances:
-                instances.insert(0, key, json.dumps(value) if isinstance(value, tuple) else value)
+                instances.insert(0, key, value)
+        scored_before = trial_dir / "instances.parquet"
+        if previous is not None and scored_before.is_file():
+            # the λ its result.json lists (a run stopped between the two writes left more)
+            before = pd.read_parquet(scored_before)
+            before = before[before["multiplier"].isin(previous["spec"]["multipliers"])]
+            before = before.assign(**{key: columns[key] for key in SCORED_ONLY})
+            instances = pd.concat([before, instances], ignore_index=True)
         write_table(trial_dir / "instances.parquet", instances)
     model_name = model.cfg.model_name
     result = {"spec": settings, "name": spec.name, "status": "ok", "setup": {
                   "preset": setup.preset, "model": model_name, "factory": setup.factory,
                   "device": setup.device}, "trained": trained,
-              "rows": rows, "seconds": time.time() - started}
+              "rows": rows, "seconds": seconds}
     write_json(trial_dir / RESULT, result)
     return result
 
@@ -157,8 +207,9 @@ def trial_task(spec: TrialSpec, setup: ModelSetup, trial_dir: str, threads: int
         raise
 
 
-def finished_result(spec: TrialSpec, trial_dir: Path) -> dict[str, Any] | None:
-    """The result of a trial that already finished with exactly these settings, else None."""
+def trained_result(spec: TrialSpec, trial_dir: Path) -> dict[str, Any] | None:
+    """The result of a trial that finished with ``spec``'s training fields (at any λ), else
+    None."""
     marker = trial_dir / RESULT
     if not marker.is_file():
         return None
@@ -166,5 +217,17 @@ def finished_result(spec: TrialSpec, trial_dir: Path) -> dict[str, Any] | None:
         result = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    spec_json = json.loads(json.dumps(asdict(spec)))
-    return result if result.get("spec") == spec_json else None
+    stored = result.get("spec")
+    if not isinstance(stored, dict) or not all(key in stored for key in SCORED_ONLY):
+        return None
+    training = {key: value for key, value in stored.items() if key not in SCORED_ONLY}
+    return result if training == spec.training() else None
+
+
+def finished_result(spec: TrialSpec, trial_dir: Path) -> dict[str, Any] | None:
+    """The result of a trial that finished with these training fields and every λ of
+    ``spec`` scored (a baseline is scored at λ 0 alone), else None."""
+    result = trained_result(spec, trial_dir)
+    if result is None or spec.method == BASELINE_METHOD:
+        return result
+    return result if set(spec.multipliers) <= set(result["spec"]["multipliers"]) else None
