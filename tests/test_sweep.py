@@ -356,6 +356,11 @@ def test_mean_ci_over_seeds_is_the_student_t_interval():
     assert interval.value == pytest.approx(2.0)
     assert interval.high - interval.value == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
     assert interval.value - interval.low == pytest.approx(interval.high - interval.value)
+    # an accuracy's interval stays within [0, 1], where a t interval on 3 seeds need not
+    near_one = [0.8, 1.0, 1.0]
+    assert mean_ci_over_seeds(near_one).high > 1.0
+    clipped = mean_ci_over_seeds(near_one, bounds=(0.0, 1.0))
+    assert clipped.high == 1.0 and clipped.low == mean_ci_over_seeds(near_one).low
     single = mean_ci_over_seeds([0.4, float("nan")])
     assert (single.value, single.n) == (0.4, 1)  # one seed: no interval, not a zero-width one
     assert math.isnan(single.low) and math.isnan(single.high)

@@ -265,11 +265,14 @@ def paired_difference_ci(a: ArrayLike, b: ArrayLike, groups: ArrayLike | None = 
     return Interval(value, float(low), float(high), confidence, n_groups)
 
 
-def mean_ci_over_seeds(values: ArrayLike, *, confidence: float = 0.95) -> Interval:
+def mean_ci_over_seeds(values: ArrayLike, *, confidence: float = 0.95,
+                       bounds: tuple[float, float] | None = None) -> Interval:
     """Mean of one number per seed with a Student-t confidence interval (few seeds: a bootstrap
     over 3 values cannot say how wide the spread could be, the t interval can). One seed has no
     interval: its bounds are NaN (not a zero-width interval, which would claim a certainty one
-    seed cannot give); NaN entries are dropped."""
+    seed cannot give); NaN entries are dropped. ``bounds``: the range the score can take (an
+    accuracy or a probability: ``(0, 1)``); the interval, which on few seeds can reach past it,
+    is clipped to it."""
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     values = values[~np.isnan(values)]
     if values.size == 0:
@@ -281,7 +284,10 @@ def mean_ci_over_seeds(values: ArrayLike, *, confidence: float = 0.95) -> Interv
         return Interval(mean, np.nan, np.nan, confidence, 1)
     half = float(stats.t.ppf(0.5 + confidence / 2.0, values.size - 1)
                  * values.std(ddof=1) / np.sqrt(values.size))
-    return Interval(mean, mean - half, mean + half, confidence, int(values.size))
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return Interval(mean, low, high, confidence, int(values.size))
 
 
 def _run_records(steps: ArrayLike, losses: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

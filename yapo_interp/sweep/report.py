@@ -29,6 +29,12 @@ from yapo_interp.sweep.grid import BASELINE_METHOD, MEAN_METHODS
 # from 0.6 and a "never" is reported as such.
 THRESHOLDS = (0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 SCORE_METRICS = ("accuracy", "margin", "p_correct")
+UNIT_SCORES = ("accuracy", "p_correct", "acc_localized", "acc_nonlocalized", "rca")  # in [0, 1]
+
+
+def _bounds(score: str) -> tuple[float, float] | None:
+    """The range ``score`` can take, which its interval over seeds is clipped to."""
+    return (0.0, 1.0) if score in UNIT_SCORES else None
 
 
 def convergence_by_threshold(curves: pd.DataFrame, selection: dict[str, Any],
@@ -67,7 +73,7 @@ def seed_scores(table: pd.DataFrame, selection: dict[str, Any], *, split: str = 
                       n_questions=int(group["n_questions"].iloc[0]))
         for metric in SCORE_METRICS:
             per_seed = group.sort_values("seed")[metric].to_numpy(float)
-            interval = mean_ci_over_seeds(per_seed)
+            interval = mean_ci_over_seeds(per_seed, bounds=_bounds(metric))
             record.update({metric: interval.value, f"{metric}_ci_low": interval.low,
                            f"{metric}_ci_high": interval.high,
                            f"{metric}_seed_sd": float(pd.Series(per_seed).std(ddof=1)),
@@ -123,7 +129,7 @@ def table3_rca_pnlg(instances: pd.DataFrame, selection: dict[str, Any], *,
         record = {"method": method, "country": country, "setting": setting,
                   "n_seeds": len(group)}
         for column in ("acc_localized", "acc_nonlocalized", "rca", "pnlg"):
-            interval = mean_ci_over_seeds(group[column])
+            interval = mean_ci_over_seeds(group[column], bounds=_bounds(column))
             record.update({column: interval.value, f"{column}_ci_low": interval.low,
                            f"{column}_ci_high": interval.high})
         out.append(record)
