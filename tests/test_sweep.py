@@ -207,6 +207,26 @@ def test_selection_prefers_lrs_confirmed_on_min_seeds():
     assert select_settings(table, min_seeds=1)["methods"]["bipo"]["lr"] == 1.0
 
 
+def test_learning_rates_are_compared_on_the_groups_they_share():
+    """lr 3 ran on Egypt (loss 0.30) and on the harder Nepal (0.50); lr 1 on Egypt alone
+    (0.35). Pooled, lr 3's 0.40 would lose to lr 1; on Egypt, the group both ran on, it wins."""
+    rows = [{"trial": f"bipo-{country}-{lr}-{seed}", "method": "bipo", "lr": lr, "seed": seed,
+             "country": country, "setting": "localized", "eval_setting": "localized",
+             "split": "validation", "multiplier": 1.0, "margin": 0.0,
+             "final_eval_loss": loss + 0.01 * seed}
+            for lr, country, loss in ((3.0, "egypt", 0.30), (3.0, "nepal", 0.50),
+                                      (1.0, "egypt", 0.35))
+            for seed in (0, 1, 2)]
+    chosen = select_settings(pd.DataFrame(rows), min_seeds=3)["methods"]["bipo"]
+    assert chosen["lr"] == 3.0 and chosen["lr_compared_on"] == ["egypt/localized"]
+    assert chosen["validation_loss_by_lr"] == pytest.approx({"1": 0.36, "3": 0.31})
+    assert chosen["n_seeds_by_lr"] == {"1": 3, "3": 3}
+    disjoint = select_settings(pd.DataFrame(rows[3:]).assign(
+        country=lambda t: t["country"].where(t["lr"] == 3.0, "morocco")), min_seeds=3)
+    assert disjoint["methods"]["bipo"]["lr_compared_on"] == ["morocco/localized",
+                                                             "nepal/localized"]
+
+
 def test_lambda_is_chosen_per_country_on_its_own_validation_questions():
     """Egypt's vector is best at λ 2 on validation and Nepal's at λ 1 (the test rows favour the
     other λ): each country is selected, scored and differenced at its own λ."""

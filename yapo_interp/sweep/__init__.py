@@ -50,12 +50,13 @@ part-way holds whole (seed, lr) slices of all methods, and ``--report-only`` rep
   ``trials.csv`` and the figures ``figure2_loss_curves``, ``lr_sensitivity`` and
   ``figure5_test_scores`` (HTML; PNG too with ``--png``).
 * ``selection.json`` — per method, the lr with the lowest mean final validation loss over seeds
-  (and countries, settings), then the λ with the highest mean validation ``--select-metric`` at
-  that lr: the values a study (``train --lr``, ``evaluate --multipliers``) should use;
-  ``read_selection(out)`` returns them. Lrs run with at least ``--min-seeds`` seeds are
-  preferred when there are any, so a screen-then-confirm sweep reads right: every lr on one
-  seed, then ``--lrs BEST --seeds 1 2`` (a one-seed minimum over many lrs is biased low and may
-  not beat a three-seed mean); a choice with fewer seeds is flagged.
+  on the (country, setting) groups every lr was run on (``lr_compared_on``), then the λ with the
+  highest mean validation ``--select-metric`` at that lr: the values a study (``train --lr``,
+  ``evaluate --multipliers``) should use; ``read_selection(out)`` returns them. Lrs run with at
+  least ``--min-seeds`` seeds are preferred when there are any, so a screen-then-confirm sweep
+  reads right: every lr on one seed, then ``--lrs BEST --seeds 1 2`` (a one-seed minimum over
+  many lrs is biased low and may not beat a three-seed mean); a choice with fewer seeds is
+  flagged.
 
 **Running it.** Trials are Ray tasks (``ray.remote``, one CPU each; torch uses ``--threads``
 threads per trial, default 1) on a local Ray instance with ``--workers`` CPUs (default: all), or

@@ -101,11 +101,32 @@ def convergence_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def losses_by_lr(trials: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """One method's trials (one row each) → per lr its mean final validation loss and seed
+    count, on the (country, setting) groups that every lr was run on, and those groups.
+
+    Losses differ more between countries and settings than between lrs, so a pooled mean would
+    rank an lr run on an easy group above one also run on a hard one. Each lr's loss is the mean
+    over the shared groups of the mean over seeds, and its seed count the fewest any shared
+    group has. With no group shared by every lr, all groups are pooled (and listed)."""
+    frame = trials.assign(group=selection_groups(trials))
+    groups_by_lr = frame.groupby("lr")["group"].agg(set)
+    shared = set.intersection(*groups_by_lr) if len(groups_by_lr) else set()
+    if shared:
+        frame = frame[frame["group"].isin(shared)]
+    per_group = frame.groupby(["lr", "group"]).agg(
+        validation_loss=("final_eval_loss", "mean"), n_seeds=("seed", "nunique"))
+    by_lr = per_group.groupby(level="lr").agg(validation_loss=("validation_loss", "mean"),
+                                              n_seeds=("n_seeds", "min"))
+    return by_lr, sorted(shared or set(frame["group"]))
+
+
 def select_settings(table: pd.DataFrame, *, metric: str = "margin", min_seeds: int = 3
                     ) -> dict[str, Any]:
-    """Per method: the lr with the lowest mean final validation loss over its trials (seeds,
-    countries, settings), then, at that lr, the λ with the highest mean validation ``metric``
-    on the trial's own setting: per (country, setting) in ``multiplier_by_group`` (each has its
+    """Per method: the lr with the lowest mean final validation loss over seeds, compared on the
+    (country, setting) groups every lr was run on (:func:`losses_by_lr`, listed in
+    ``lr_compared_on``), then, at that lr, the λ with the highest mean validation ``metric`` on
+    the trial's own setting: per (country, setting) in ``multiplier_by_group`` (each has its
     own vector; the figures, tables and differences use these), and pooled in ``multiplier``
     (for a study that takes one λ per method). Only validation data is read: test rows never
     choose.
@@ -130,8 +151,7 @@ def select_settings(table: pd.DataFrame, *, metric: str = "margin", min_seeds: i
         if method in MEAN_METHODS:  # nothing to choose: no learning rate
             chosen.update(lr=None, validation_loss=float(trials["final_eval_loss"].mean()))
         else:
-            by_lr = trials.groupby("lr").agg(validation_loss=("final_eval_loss", "mean"),
-                                             n_seeds=("seed", "nunique"))
+            by_lr, compared_on = losses_by_lr(trials)
             finite = by_lr.dropna(subset=["validation_loss"])
             if (finite["n_seeds"] >= min_seeds).any():
                 finite = finite[finite["n_seeds"] >= min_seeds]
@@ -142,7 +162,8 @@ def select_settings(table: pd.DataFrame, *, metric: str = "margin", min_seeds: i
                               validation_loss_by_lr={f"{key:g}": float(value) for key, value
                                                      in by_lr["validation_loss"].items()},
                               n_seeds_by_lr={f"{key:g}": int(value) for key, value
-                                             in by_lr["n_seeds"].items()})
+                                             in by_lr["n_seeds"].items()},
+                              lr_compared_on=compared_on)
                 at_lr = rows[rows["lr"] == lr]
         validation = at_lr[(at_lr["split"] == "validation")
                            & (at_lr["eval_setting"] == at_lr["setting"])]

@@ -192,7 +192,9 @@ def report_markdown(selection: dict[str, Any], trials: pd.DataFrame,
                                    if lr in seeds else "")
             for lr, loss in chosen.get("validation_loss_by_lr", {}).items())
         lines.append(f"- **{method}**: lr {chosen.get('lr')}, {describe_lambda(chosen)}"
-                     + (f"; mean final validation loss by lr ({by_lr})" if by_lr else "")
+                     + (f"; mean final validation loss by lr on "
+                        f"{', '.join(chosen.get('lr_compared_on', []))} ({by_lr})"
+                        if by_lr else "")
                      + (f" — {chosen['note']}" if "note" in chosen else ""))
     lines += ["", "## Convergence at each method's selected lr", "",
               "Median steps (over seeds) until the validation loss first reaches the "
