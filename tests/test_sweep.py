@@ -15,7 +15,7 @@ from yapo_interp.figures import at_selection, sweep_figures
 from yapo_interp.sweep import (MEAN_METHODS, ModelSetup, SweepGrid, TrialSpec, main,
                                method_differences, read_selection, run_sweep,
                                select_settings)
-from yapo_interp.sweep.gather import describe_lambda
+from yapo_interp.sweep.gather import describe_lambda, unhelpful_steering
 
 COUNTRIES = ("usa", "uk", "australia")
 SETUP = ModelSetup(factory="yapo_interp.testing:tiny_sweep_setup")
@@ -225,6 +225,33 @@ def test_learning_rates_are_compared_on_the_groups_they_share():
         country=lambda t: t["country"].where(t["lr"] == 3.0, "morocco")), min_seeds=3)
     assert disjoint["methods"]["bipo"]["lr_compared_on"] == ["morocco/localized",
                                                              "nepal/localized"]
+
+
+def test_selection_says_where_no_lambda_beats_the_unsteered_model():
+    """On Nepal's validation questions the unsteered model (margin 1.0) beats BiPO's best λ
+    (0.8) but not YaPO's (1.2); on Egypt both beat it. A test row that would flip Egypt's verdict
+    is not read."""
+    def row(method, country, split, multiplier, margin, eval_setting="localized"):
+        return {"trial": f"{method}-{country}", "method": method, "lr": None if
+                method == "baseline" else 1.0, "seed": 0, "country": country,
+                "setting": "both" if method == "baseline" else "localized",
+                "eval_setting": eval_setting, "split": split, "multiplier": multiplier,
+                "final_eval_loss": 0.3, "margin": margin}
+    rows = [row("baseline", "egypt", "validation", 0.0, -1.0),
+            row("baseline", "egypt", "test", 0.0, 9.0),
+            row("baseline", "egypt", "validation", 0.0, 9.0, eval_setting="both"),  # own group
+            row("baseline", "nepal", "validation", 0.0, 1.0)]
+    for method, nepal_best in (("bipo", 0.8), ("yapo", 1.2)):
+        rows += [row(method, "egypt", "validation", 1.0, 0.5),
+                 row(method, "nepal", "validation", 1.0, nepal_best),
+                 row(method, "nepal", "validation", 2.0, nepal_best - 0.5)]
+    selection = select_settings(pd.DataFrame(rows), min_seeds=1)
+    assert selection["methods"]["baseline"]["validation_margin_by_group"] == {
+        "egypt/both": 9.0, "egypt/localized": -1.0, "nepal/localized": 1.0}
+    assert unhelpful_steering(selection) == {"bipo": {"nepal/localized": (0.8, 1.0)},
+                                             "yapo": {}}
+    del selection["methods"]["baseline"]
+    assert unhelpful_steering(selection) == {"bipo": {}, "yapo": {}}
 
 
 def test_lambda_is_chosen_per_country_on_its_own_validation_questions():
@@ -450,7 +477,10 @@ def test_a_baseline_trial_and_the_report(tmp_path, ray_session, data_file):
     table = result.table
     base = table[table["method"] == "baseline"]
     assert set(base["multiplier"]) == {0.0} and set(base["split"]) == {"validation", "test"}
-    assert result.selection["methods"]["baseline"] == {"lr": None, "multiplier": 0.0}
+    chosen = result.selection["methods"]["baseline"]
+    assert (chosen["lr"], chosen["multiplier"]) == (None, 0.0)
+    assert chosen["validation_margin_by_group"]["usa/localized"] == pytest.approx(base[
+        (base["split"] == "validation") & (base["eval_setting"] == "localized")]["margin"].mean())
     # every curve row keeps the trial's lr (a log record's scheduled lr is "step_lr")
     curves = pd.read_parquet(out / "curves.parquet")
     assert set(curves["lr"]) == {0.5} and curves["step_lr"].notna().any()

@@ -143,7 +143,13 @@ def select_settings(table: pd.DataFrame, *, metric: str = "margin", min_seeds: i
         return selection
     for method, rows in table.groupby("method", sort=True):
         if method == BASELINE_METHOD:  # nothing to choose; kept for the differences against it
-            selection["methods"][method] = {"lr": None, "multiplier": 0.0}
+            # and, per (country, setting), the validation score every steered λ must beat
+            validation = rows[rows["split"] == "validation"]
+            validation = validation.assign(setting=validation["eval_setting"])
+            by_group = validation.groupby(selection_groups(validation))[metric].mean()
+            selection["methods"][method] = {
+                "lr": None, "multiplier": 0.0, f"validation_{metric}_by_group": {
+                    group: float(value) for group, value in by_group.items()}}
             continue
         trials = rows.drop_duplicates("trial")
         chosen: dict[str, Any] = {}
@@ -180,11 +186,28 @@ def select_settings(table: pd.DataFrame, *, metric: str = "margin", min_seeds: i
             chosen["multiplier_by_group"] = {
                 group: float(values.droplevel("group").idxmax())
                 for group, values in by_group.groupby(level="group", sort=True)}
+            chosen[f"validation_{metric}_by_group"] = {
+                group: float(values.max())
+                for group, values in by_group.groupby(level="group", sort=True)}
         if method not in MEAN_METHODS and chosen.get("n_seeds", 0) < min_seeds:
             chosen["note"] = (f"only {chosen.get('n_seeds', 0)} seed(s) at the chosen lr; "
                               f"use at least {min_seeds} (--seeds) before relying on it")
         selection["methods"][method] = chosen
     return selection
+
+
+def unhelpful_steering(selection: dict[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per method, the (country, setting) groups where even the selected λ does not beat the
+    unsteered model on the validation questions: ``{group: (steered, unsteered)}``. The λ grid
+    holds no 0, so the selection returns its best steered λ; this says when that best is
+    worse than not steering (empty without a baseline trial)."""
+    metric = selection.get("metric", "margin")
+    methods = selection.get("methods", {})
+    unsteered = methods.get(BASELINE_METHOD, {}).get(f"validation_{metric}_by_group", {})
+    return {method: {group: (value, unsteered[group]) for group, value in
+                     chosen.get(f"validation_{metric}_by_group", {}).items()
+                     if group in unsteered and value <= unsteered[group]}
+            for method, chosen in methods.items() if method != BASELINE_METHOD}
 
 
 def describe_lambda(chosen: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from yapo_interp.io import write_table, write_text
 from yapo_interp.metrics import (first_step_below, max_rebound, mean_ci_over_seeds,
                                  pnlg_aggregate, rca_aggregate, steps_to_threshold_ci)
 from yapo_interp.style import save_figure
-from yapo_interp.sweep.gather import describe_lambda
+from yapo_interp.sweep.gather import describe_lambda, unhelpful_steering
 from yapo_interp.sweep.grid import BASELINE_METHOD, MEAN_METHODS
 
 # Validation-loss thresholds for steps-to-threshold: the DPO loss starts at ln 2 ≈ 0.693 and
@@ -183,6 +183,8 @@ def report_markdown(selection: dict[str, Any], trials: pd.DataFrame,
         minutes=("seconds", lambda s: round(float(s.mean()) / 60, 1))).reset_index()
     lines += [counts.to_markdown(index=False, floatfmt=".3f"), "", "## Selection (validation "
               "questions only)", ""]
+    unhelpful = unhelpful_steering(selection)
+    metric = selection.get("metric", "margin")
     for method, chosen in selection.get("methods", {}).items():
         if method == BASELINE_METHOD:
             continue
@@ -196,6 +198,10 @@ def report_markdown(selection: dict[str, Any], trials: pd.DataFrame,
                         f"{', '.join(chosen.get('lr_compared_on', []))} ({by_lr})"
                         if by_lr else "")
                      + (f" — {chosen['note']}" if "note" in chosen else ""))
+        if unhelpful.get(method):
+            lines.append("  - no λ beats the unsteered model on validation: " + ", ".join(
+                f"{group} (validation {metric} {steered:+.3f}, unsteered {unsteered:+.3f})"
+                for group, (steered, unsteered) in unhelpful[method].items()))
     lines += ["", "## Convergence at each method's selected lr", "",
               "Median steps (over seeds) until the validation loss first reaches the "
               "threshold, bootstrap CI over seeds; `inf` = not reached within the run.", ""]
