@@ -183,12 +183,12 @@ def select_settings(table: pd.DataFrame, *, metric: str = "margin", min_seeds: i
             # each (country, setting) has its own vector, so its own λ, on its own questions
             by_group = validation.assign(group=selection_groups(validation)).groupby(
                 ["group", "multiplier"])[metric].mean()
-            chosen["multiplier_by_group"] = {
-                group: float(values.droplevel("group").idxmax())
-                for group, values in by_group.groupby(level="group", sort=True)}
-            chosen[f"validation_{metric}_by_group"] = {
-                group: float(values.max())
-                for group, values in by_group.groupby(level="group", sort=True)}
+            groups = {group: values.droplevel("group")
+                      for group, values in by_group.groupby(level="group", sort=True)}
+            chosen["multiplier_by_group"] = {group: float(values.idxmax())
+                                             for group, values in groups.items()}
+            chosen[f"validation_{metric}_by_group"] = {group: float(values.max())
+                                                       for group, values in groups.items()}
         if method not in MEAN_METHODS and chosen.get("n_seeds", 0) < min_seeds:
             chosen["note"] = (f"only {chosen.get('n_seeds', 0)} seed(s) at the chosen lr; "
                               f"use at least {min_seeds} (--seeds) before relying on it")
