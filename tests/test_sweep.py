@@ -5,6 +5,7 @@ lr / λ selection on planted tables (validation only)."""
 import dataclasses
 import json
 import math
+import socket
 
 import pandas as pd
 import pytest
@@ -153,6 +154,43 @@ def test_cli_quick_flags_and_checks(tmp_path):
     assert len(SweepGrid(methods=("bipo",), baseline=False).trials()) == 3
     assert TrialSpec("bipo", "egypt", "localized", 0.1, 0).name != TrialSpec(
         "bipo", "egypt", "localized", 0.1, 0, epochs=3).name  # every setting in the name hash
+
+
+
+def test_an_address_without_a_ray_cluster_is_a_one_line_error(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(UserError, match=f"--address 127.0.0.1:{port}: no Ray cluster answers "
+                                        f"there .*ray start --head --port {port}"):
+        main(["--address", f"127.0.0.1:{port}", "--methods", "bipo", "--no-baseline",
+              "--out", str(tmp_path)])
+    assert not (tmp_path / "trials").exists()  # nothing ran, nothing half-written
+
+
+def test_a_cluster_that_refuses_the_token_names_the_settings_it_needs(monkeypatch):
+    from yapo_interp.sweep import stage
+
+    def refused(address):
+        try:
+            raise stage.ray.exceptions.AuthenticationError("InvalidAuthToken: token missing")
+        except Exception as error:
+            raise ConnectionError(f"Failed to connect to Ray cluster at {address}") from error
+
+    def unreachable(address):
+        raise ConnectionError(f"Failed to connect to Ray cluster at {address}")
+
+    with socket.socket() as head:  # something answers at the address
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        address = f"127.0.0.1:{head.getsockname()[1]}"
+        monkeypatch.setattr(stage.ray, "init", refused)
+        with pytest.raises(UserError, match="refused this process's token; set "
+                                            "RAY_AUTH_MODE=token"):
+            stage.connect_ray(address)
+        monkeypatch.setattr(stage.ray, "init", unreachable)
+        with pytest.raises(UserError, match=f"cannot connect .*ray status --address {address}"):
+            stage.connect_ray(address)
 
 
 def planted_table():

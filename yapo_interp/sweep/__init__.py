@@ -74,6 +74,8 @@ others inside one allocation, then point the sweep at the head::
 
     #!/bin/bash
     #SBATCH --nodes=4 --ntasks-per-node=1 --cpus-per-task=32 --gpus-per-node=0 --time=12:00:00
+    ray get-auth-token --generate > /dev/null   # one token in the shared ~/.ray for all
+    export RAY_AUTH_MODE=token                    # nodes and the sweep (Ray's token auth)
     nodes=($(scontrol show hostnames "$SLURM_JOB_NODELIST"))
     head=${nodes[0]}
     port=6379
@@ -89,7 +91,12 @@ others inside one allocation, then point the sweep at the head::
 
 Every node needs the same environment (``pip install -e ".[sweep]"``) and ``--out`` on a shared
 file system; with GPUs, ``--gpus-per-trial 1`` asks Ray for one per trial and ``--device cuda``
-puts the model there.
+puts the model there. A wrong ``--address``, or a cluster that refuses the sweep's token, stops
+the sweep with a one-line error saying what to set. The same recipe on one machine shares its
+cores between grids that are not one product (say, seed 2 of one setting and an lr check of
+another): ``ray start --head --num-cpus 2 --port 6390``, ``export RAY_AUTH_MODE=token``, then
+each sweep with ``--address 127.0.0.1:6390`` and the same ``--out``; Ray runs at most two trials
+at a time between them, and ``--report-only`` over a grid that covers both reports them together.
 
 From Python, a sweep is ``run_sweep(SweepConfig(grid=SweepGrid(...)), out)`` (or ``run_sweep(grid,
 out, workers=2, ...)``). The package's modules, by concern: ``grid`` (:class:`TrialSpec`,

@@ -9,6 +9,7 @@ without an argv::
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +54,39 @@ def _first_line(error: BaseException) -> str:
     return f"{type(cause).__name__}: {text[-1] if text else ''}"
 
 
+def connect_ray(address: str, *, timeout: float = 5.0) -> None:
+    """Connect to the Ray cluster at ``address``, or say in one line why not.
+
+    A ``host:port`` that nothing answers is caught before ``ray.init``, which would wait on it
+    for minutes; a cluster that refuses this process's token (Ray starts clusters with token
+    authentication once a token exists) gets the settings it needs."""
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit() and "://" not in address:
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+        except OSError as error:
+            raise UserError(f"--address {address}: no Ray cluster answers there "
+                            f"({error.strerror or error}); start one with `ray start --head "
+                            f"--port {port}`, or pass the address `ray status` prints on its "
+                            "head") from None
+    try:
+        ray.init(address=address)
+    except ConnectionError as error:
+        causes, cause = [], error
+        while cause is not None:
+            causes.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        if any(isinstance(cause, ray.exceptions.AuthenticationError)
+               or "auth" in str(cause).lower() for cause in causes):
+            raise UserError(f"--address {address}: the Ray cluster refused this process's "
+                            "token; set RAY_AUTH_MODE=token and make the cluster's token "
+                            "readable here (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or "
+                            "RAY_AUTH_TOKEN)") from None
+        raise UserError(f"--address {address}: cannot connect to the Ray cluster "
+                        f"({_first_line(error)}); check it with `ray status --address "
+                        f"{address}`") from None
+
+
 def run_sweep(config: SweepConfig | SweepGrid, out: str | Path, *, progress: bool = True,
               run_trials: bool = True, **options: Any) -> SweepResult:
     """Run every unfinished trial of ``config.grid`` as a Ray task, then gather and select.
@@ -90,7 +124,7 @@ def run_sweep(config: SweepConfig | SweepGrid, out: str | Path, *, progress: boo
         started_here = not ray.is_initialized()
         if started_here:
             if config.address:
-                ray.init(address=config.address)
+                connect_ray(config.address)
             else:
                 ray.init(num_cpus=config.workers or os.cpu_count(), include_dashboard=False)
         try:
