@@ -12,7 +12,7 @@ import pytest
 
 from yapo_interp.errors import UserError
 from yapo_interp.data import CulturalItem, Option, is_test_question, is_validation_question
-from yapo_interp.figures import at_selection, sweep_figures
+from yapo_interp.figures import at_selection, lr_sensitivity_figure, sweep_figures
 from yapo_interp.sweep import (MEAN_METHODS, ModelSetup, SweepGrid, TrialSpec, main,
                                method_differences, read_selection, run_sweep,
                                select_settings)
@@ -59,7 +59,7 @@ def ray_session():
     """One lean local Ray instance for the module."""
     import ray  # a dev dependency (pyproject: dev and sweep extras)
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -157,15 +157,15 @@ def test_cli_quick_flags_and_checks(tmp_path):
 
 
 
-def test_an_address_without_a_ray_cluster_is_a_one_line_error(tmp_path):
+def test_an_address_without_a_ray_cluster_is_a_one_line_error():
+    from yapo_interp.sweep import stage
+
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(UserError, match=f"--address 127.0.0.1:{port}: no Ray cluster answers "
                                         f"there .*ray start --head --port {port}"):
-        main(["--address", f"127.0.0.1:{port}", "--methods", "bipo", "--no-baseline",
-              "--out", str(tmp_path)])
-    assert not (tmp_path / "trials").exists()  # nothing ran, nothing half-written
+        stage.connect_ray(f"127.0.0.1:{port}")  # at once, not after ray.init's minutes
 
 
 def test_a_cluster_that_refuses_the_token_names_the_settings_it_needs(monkeypatch):
@@ -382,6 +382,59 @@ def test_figures_plot_each_method_at_its_selected_lr():
     lambdas = {(trace.name, trace.xaxis): trace for trace in figures["score_vs_lambda"].data}
     assert list(lambdas[("BiPO", "x")].y) == [-1.0, 1.0]  # validation: λ = 2 is good
     assert list(lambdas[("BiPO", "x2")].y) == [1.0, -1.0]  # test: the decoy
+
+
+
+def test_figures_keep_each_country_and_setting_in_its_own_panel():
+    """Egypt's runs stop at step 3, Nepal's at step 2 and lower; Egypt's λ curve rises and
+    Nepal's falls. Averaged together, step 3 would jump to Egypt alone and λ would look flat."""
+    curves = pd.DataFrame([
+        {"method": "bipo", "country": country, "setting": "localized", "lr": 3.0, "seed": seed,
+         "step": step, "train_loss": base / step, "perturbation": 10.0 * step}
+        for country, base, steps in (("egypt", 0.6, (1, 2, 3)), ("nepal", 0.2, (1, 2)))
+        for seed in (0, 1) for step in steps])
+    table = pd.DataFrame([
+        {"trial": f"bipo-{country}", "method": "bipo", "country": country, "lr": 3.0, "seed": 0,
+         "setting": "localized", "eval_setting": "localized", "split": split,
+         "multiplier": multiplier, "final_eval_loss": 0.3,
+         "margin": multiplier * (1.0 if country == "egypt" else -1.0)}
+        for country in ("egypt", "nepal") for split in ("validation", "test")
+        for multiplier in (1.0, 2.0)] + [  # the unsteered model: every form, at λ 0
+        {"trial": f"baseline-{country}", "method": "baseline", "country": country,
+         "setting": "both", "eval_setting": form, "split": split, "multiplier": 0.0,
+         "margin": {"egypt": 0.5, "nepal": -0.5}[country] + (form == "localized")}
+        for country in ("egypt", "nepal") for split in ("validation", "test")
+        for form in ("localized", "nonlocalized")])
+    selection = {"methods": {"bipo": {"lr": 3.0, "multiplier": 1.0, "multiplier_by_group": {
+        "egypt/localized": 2.0, "nepal/localized": 1.0}}}}
+    figures = sweep_figures(curves, table, selection)
+    steps = {trace.xaxis: list(trace.y) for trace in figures["loss_vs_perturbation"].data
+             if trace.mode == "lines"}
+    assert steps == {"x": pytest.approx([0.6, 0.3, 0.2]), "x3": pytest.approx([0.2, 0.1])}
+    titles = [a.text for a in figures["loss_vs_perturbation"].layout.annotations]
+    assert titles[0] == "egypt · trained localized · loss against step"
+    assert titles[2] == "nepal · trained localized · loss against step"
+    lines = {trace.xaxis: list(trace.y) for trace in figures["score_vs_lambda"].data
+             if trace.mode == "lines+markers"}
+    assert lines == {"x": [1.0, 2.0], "x2": [1.0, 2.0], "x3": [-1.0, -2.0], "x4": [-1.0, -2.0]}
+    stars = {trace.xaxis: (trace.x[0], trace.y[0]) for trace in figures["score_vs_lambda"].data
+             if trace.mode == "markers"}
+    assert stars == {"x": (2.0, 2.0), "x3": (1.0, -1.0)}  # each group's own λ, on validation
+    unsteered = {trace.xaxis: list(trace.y) for trace in figures["score_vs_lambda"].data
+                 if trace.name == "unsteered"}  # its own country, in the form trained on
+    assert unsteered == {"x": [1.5, 1.5], "x2": [1.5, 1.5], "x3": [0.5, 0.5], "x4": [0.5, 0.5]}
+
+    trials = pd.DataFrame([  # lr 3 on both countries, lr 1 on Egypt alone
+        {"trial": f"bipo-{country}-{lr}-{seed}", "method": "bipo", "country": country,
+         "setting": "localized", "lr": lr, "seed": seed,
+         "final_eval_loss": {"egypt": 0.3, "nepal": 0.5}[country] + (0.05 if lr == 1.0 else 0)}
+        for country, lrs in (("egypt", (1.0, 3.0)), ("nepal", (3.0,))) for lr in lrs
+        for seed in (0, 1)])
+    figure = lr_sensitivity_figure(trials, {"methods": {"bipo": {"lr": 3.0}}})
+    means = {trace.xaxis: dict(zip(trace.x, trace.y)) for trace in figure.data
+             if trace.mode == "lines+markers"}
+    assert means == {"x": {1.0: pytest.approx(0.35), 3.0: pytest.approx(0.3)},
+                     "x2": {3.0: pytest.approx(0.5)}}  # pooled, lr 3 would read 0.4
 
 
 def test_cli_runs_a_sweep_with_an_injected_model(tmp_path, ray_session, data_file, capsys):

@@ -61,57 +61,114 @@ def at_selection(frame: pd.DataFrame, selection: dict[str, Any], *,
     return pd.concat(keep, ignore_index=True) if keep else frame.iloc[:0]
 
 
+def by_group(frame: pd.DataFrame) -> list[tuple[str, tuple[str, str], pd.DataFrame]]:
+    """``(title, (country, setting), rows)`` per (country, training setting) of ``frame``,
+    sorted: each group has its own data, vector and λ, so a figure never averages across them
+    (Nepal's λ curves fall where Egypt's rise; its non-localized runs stop at step 100). A frame
+    without those columns is one group (``country`` "all", ``setting`` "both")."""
+    if frame.empty:
+        return []
+    country = frame["country"].astype(str) if "country" in frame else pd.Series("all", frame.index)
+    setting = frame["setting"].astype(str) if "setting" in frame else pd.Series("both", frame.index)
+    groups = []
+    for (name, trained), rows in frame.groupby([country, setting], sort=True):
+        title = " · ".join(part for part in (
+            "" if name == "all" else name, "" if trained == "both" else f"trained {trained}")
+            if part)
+        groups.append((title, (name, trained), rows))
+    return groups
+
+
+def _titled(group: str, kind: str) -> str:
+    return f"{group} · {kind}" if group else kind
+
+
+def _spacing(rows: int) -> float:
+    """Vertical space between subplot rows: room for a title, less of it as rows are added."""
+    return min(0.12, 0.3 / max(1, rows))
+
+
 def sweep_figures(curves: pd.DataFrame | None, table: pd.DataFrame | None,
                   selection: dict[str, Any]) -> dict[str, go.Figure]:
-    """Plotly figures of a sweep, each method at its selected lr, averaged over its trials:
-    ``loss_vs_perturbation`` — training loss against step and against the perturbation
-    ``‖Φ(h) − h‖`` of the same steps (is a method fast, or does it only move further?);
-    ``score_vs_lambda`` — validation and test margin against λ (the λ choice, AxBench-style)."""
+    """Plotly figures of a sweep, each method at its selected lr, averaged over its trials, one
+    row per (country, training setting): ``loss_vs_perturbation`` — training loss against step
+    and against the perturbation ``‖Φ(h) − h‖`` of the same steps (is a method fast, or does it
+    only move further?); ``score_vs_lambda`` — validation and test margin against λ, the
+    group's chosen λ starred on validation (the λ choice, AxBench-style)."""
     figures = {}
     if curves is not None and not curves.empty and "perturbation" in curves:
-        figure = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=[
-            "loss against step", "loss against perturbation ‖Φ(h) − h‖"])
-        for _, rows in at_selection(curves.dropna(subset=["train_loss"]), selection,
-                                    by_multiplier=False).groupby("method", sort=True):
-            if rows.empty:
-                continue
-            method = rows["method"].iloc[0]
-            mean = rows.groupby("step")[["train_loss", "perturbation"]].mean().reset_index()
-            style = dict(color=method_color(method), width=1.8)
-            label = METHOD_LABELS.get(method, method)
-            figure.add_trace(go.Scatter(x=mean["step"], y=mean["train_loss"], mode="lines",
-                                        name=label, line=style, legendgroup=method),
-                             row=1, col=1)
-            figure.add_trace(go.Scatter(x=mean["perturbation"], y=mean["train_loss"],
-                                        mode="lines+markers", name=label, line=style,
-                                        marker=dict(size=4), legendgroup=method,
-                                        showlegend=False), row=1, col=2)
-        figure.update_xaxes(title_text="optimiser step", row=1, col=1)
-        figure.update_xaxes(title_text="mean ‖Φ(h) − h‖ per token", row=1, col=2)
-        figure.update_yaxes(title_text="training loss (mean over trials)", row=1, col=1)
+        groups = by_group(at_selection(curves.dropna(subset=["train_loss"]), selection,
+                                       by_multiplier=False))
+        figure = make_subplots(rows=max(1, len(groups)), cols=2, shared_yaxes=True,
+                               vertical_spacing=_spacing(len(groups)), subplot_titles=[
+                                   _titled(title, kind) for title, _, _ in groups for kind in
+                                   ("loss against step", "loss against perturbation ‖Φ(h) − h‖")])
+        for row, (_, _, part) in enumerate(groups, start=1):
+            for method, rows in part.groupby("method", sort=True):
+                mean = rows.groupby("step")[["train_loss", "perturbation"]].mean().reset_index()
+                style = dict(color=method_color(method), width=1.8)
+                label = METHOD_LABELS.get(method, method)
+                figure.add_trace(go.Scatter(x=mean["step"], y=mean["train_loss"], mode="lines",
+                                            name=label, line=style, legendgroup=method,
+                                            showlegend=row == 1), row=row, col=1)
+                figure.add_trace(go.Scatter(x=mean["perturbation"], y=mean["train_loss"],
+                                            mode="lines+markers", name=label, line=style,
+                                            marker=dict(size=4), legendgroup=method,
+                                            showlegend=False), row=row, col=2)
+            figure.update_yaxes(title_text="training loss (mean over seeds)", row=row, col=1)
+        last = max(1, len(groups))
+        figure.update_xaxes(title_text="optimiser step", row=last, col=1)
+        figure.update_xaxes(title_text="mean ‖Φ(h) − h‖ per token", row=last, col=2)
         figure.update_layout(title="Convergence at each method's selected learning rate",
-                             height=460, width=1100)
+                             height=320 * last + 140, width=1100)
         figures["loss_vs_perturbation"] = figure
     if table is not None and not table.empty:
-        figure = make_subplots(rows=1, cols=2, shared_yaxes=True,
-                               subplot_titles=["validation (chooses λ)", "test (reported)"])
-        own_setting = table[table["eval_setting"] == table["setting"]]
-        for _, rows in at_selection(own_setting, selection, by_multiplier=False).groupby(
-                "method", sort=True):
-            if rows.empty:
-                continue
-            method = rows["method"].iloc[0]
+        unsteered = table[table["method"] == "baseline"]
+        own_setting = table[(table["eval_setting"] == table["setting"])
+                            & (table["method"] != "baseline")]
+        groups = by_group(at_selection(own_setting, selection, by_multiplier=False))
+        figure = make_subplots(rows=max(1, len(groups)), cols=2, shared_yaxes=True,
+                               vertical_spacing=_spacing(len(groups)), subplot_titles=[
+                                   _titled(title, kind) for title, _, _ in groups
+                                   for kind in ("validation (chooses λ)", "test (reported)")])
+        for row, (_, (country, setting), part) in enumerate(groups, start=1):
+            for method, rows in part.groupby("method", sort=True):
+                color, label = method_color(method), METHOD_LABELS.get(method, method)
+                for column, split in enumerate(("validation", "test"), start=1):
+                    mean = rows[rows["split"] == split].groupby("multiplier")["margin"].mean()
+                    figure.add_trace(go.Scatter(
+                        x=mean.index, y=mean.values, mode="lines+markers", name=label,
+                        legendgroup=method, showlegend=row == 1 and column == 1,
+                        line=dict(color=color, width=1.8)), row=row, col=column)
+                    chosen = selected_multiplier(selection.get("methods", {}).get(method, {}),
+                                                 country, setting)
+                    if column == 1 and chosen in mean.index:
+                        figure.add_trace(go.Scatter(
+                            x=[chosen], y=[mean[chosen]], mode="markers", showlegend=False,
+                            legendgroup=method, hoverinfo="skip", marker=dict(
+                                symbol="star", size=14, color=color,
+                                line=dict(color="black", width=1))), row=row, col=column)
+            lambdas = sorted(part["multiplier"].unique())
             for column, split in enumerate(("validation", "test"), start=1):
-                mean = rows[rows["split"] == split].groupby("multiplier")["margin"].mean()
+                base = unsteered[(unsteered["split"] == split)
+                                 & (unsteered["eval_setting"] == setting)]
+                if "country" in base and country != "all":
+                    base = base[base["country"] == country]
+                if base.empty or not lambdas:
+                    continue
                 figure.add_trace(go.Scatter(
-                    x=mean.index, y=mean.values, mode="lines+markers",
-                    name=METHOD_LABELS.get(method, method), legendgroup=method,
-                    showlegend=column == 1, line=dict(color=method_color(method), width=1.8)),
-                    row=1, col=column)
-                figure.update_xaxes(title_text="λ (steering strength)", row=1, col=column)
-        figure.update_yaxes(title_text="margin of the correct option (log-odds)", row=1, col=1)
-        figure.update_layout(title="Score against λ at each method's selected learning rate",
-                             height=460, width=1100)
+                    x=[lambdas[0], lambdas[-1]], y=[base["margin"].mean()] * 2, mode="lines",
+                    name="unsteered", legendgroup="baseline",
+                    showlegend=row == 1 and column == 1, hoverinfo="y",
+                    line=dict(color=method_color("baseline"), width=1.5, dash="dash")),
+                    row=row, col=column)
+            figure.update_yaxes(title_text="margin (log-odds)", row=row, col=1)
+        last = max(1, len(groups))
+        for column in (1, 2):
+            figure.update_xaxes(title_text="λ (steering strength)", row=last, col=column)
+        figure.update_layout(title="Score against λ at each method's selected learning rate "
+                                   "(star: the λ chosen on validation)",
+                             height=320 * last + 140, width=1100)
         figures["score_vs_lambda"] = figure
     return figures
 
@@ -164,27 +221,42 @@ def loss_curves_figure(curves: pd.DataFrame, selection: dict[str, Any]) -> go.Fi
 
 def lr_sensitivity_figure(trials: pd.DataFrame, selection: dict[str, Any]) -> go.Figure:
     """Final validation loss against learning rate, one dot per seed and a line through the
-    means, per method: is each method's selected lr an interior optimum or the grid's edge?"""
-    figure = go.Figure()
+    means, per method and per (country, training setting): is each method's selected lr an
+    interior optimum or the grid's edge? Each panel holds its own group's trials only, so an lr
+    run on more groups is not compared with one run on fewer."""
     trained = trials.dropna(subset=["lr", "final_eval_loss"])
-    for method, rows in trained.groupby("method", sort=True):
-        color, label = method_color(method), METHOD_LABELS.get(method, method)
-        means = rows.groupby("lr")["final_eval_loss"].mean()
-        figure.add_trace(go.Scatter(x=means.index, y=means.values, mode="lines", name=label,
-                                    legendgroup=method, line=dict(color=color, width=2)))
-        figure.add_trace(go.Scatter(x=rows["lr"], y=rows["final_eval_loss"], mode="markers",
-                                    legendgroup=method, showlegend=False, hovertext=rows["trial"],
-                                    marker=dict(color=color, size=7, opacity=0.6)))
-        lr = selection.get("methods", {}).get(method, {}).get("lr")
-        if lr in means.index:
-            figure.add_trace(go.Scatter(x=[lr], y=[means[lr]], mode="markers", showlegend=False,
-                                        legendgroup=method, hoverinfo="skip", marker=dict(
-                                            symbol="star", size=16, color=color,
-                                            line=dict(color="black", width=1))))
-    figure.update_xaxes(type="log", title_text="learning rate (AdamW peak)")
-    figure.update_yaxes(title_text="final validation loss")
+    groups = by_group(trained)
+    columns = min(2, max(1, len(groups)))
+    rows_needed = max(1, math.ceil(len(groups) / columns))
+    figure = make_subplots(rows=rows_needed, cols=columns, shared_xaxes="all",
+                           shared_yaxes=True, vertical_spacing=0.14,
+                           subplot_titles=[title for title, _, _ in groups])
+    for index, (_, _, part) in enumerate(groups):
+        row, column = index // columns + 1, index % columns + 1
+        for method, rows in part.groupby("method", sort=True):
+            color, label = method_color(method), METHOD_LABELS.get(method, method)
+            means = rows.groupby("lr")["final_eval_loss"].mean()
+            figure.add_trace(go.Scatter(x=means.index, y=means.values, mode="lines+markers",
+                                        name=label, legendgroup=method, showlegend=index == 0,
+                                        line=dict(color=color, width=2)), row=row, col=column)
+            figure.add_trace(go.Scatter(x=rows["lr"], y=rows["final_eval_loss"], mode="markers",
+                                        legendgroup=method, showlegend=False,
+                                        hovertext=rows["trial"], marker=dict(
+                                            color=color, size=7, opacity=0.6)),
+                             row=row, col=column)
+            lr = selection.get("methods", {}).get(method, {}).get("lr")
+            if lr in means.index:
+                figure.add_trace(go.Scatter(x=[lr], y=[means[lr]], mode="markers",
+                                            showlegend=False, legendgroup=method,
+                                            hoverinfo="skip", marker=dict(
+                                                symbol="star", size=16, color=color,
+                                                line=dict(color="black", width=1))),
+                                 row=row, col=column)
+    figure.update_xaxes(type="log", title_text="learning rate (AdamW peak)", row=rows_needed)
+    figure.update_yaxes(title_text="final validation loss", col=1)
     figure.update_layout(title="Validation loss against learning rate (dots: seeds; star: "
-                               "selected)", height=460, width=760)
+                               "selected)", height=340 * rows_needed + 120, width=1000)
+    figure.update_xaxes(type="log")
     return figure
 
 

@@ -126,7 +126,10 @@ def run_sweep(config: SweepConfig | SweepGrid, out: str | Path, *, progress: boo
             if config.address:
                 connect_ray(config.address)
             else:
-                ray.init(num_cpus=config.workers or os.cpu_count(), include_dashboard=False)
+                # "local": its own instance even where a `ray start` cluster runs (which a
+                # bare ray.init would join, and refuse num_cpus for)
+                ray.init(address="local", num_cpus=config.workers or os.cpu_count(),
+                         include_dashboard=False)
         try:
             task = ray.remote(num_cpus=1, num_gpus=config.gpus_per_trial, max_retries=0)(trial_task)
             pending = {task.remote(spec, config.setup, str(out / "trials" / spec.name),
