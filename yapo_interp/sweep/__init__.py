@@ -94,9 +94,10 @@ file system; with GPUs, ``--gpus-per-trial 1`` asks Ray for one per trial and ``
 puts the model there. A wrong ``--address``, or a cluster that refuses the sweep's token, stops
 the sweep with a one-line error saying what to set. The same recipe on one machine shares its
 cores between grids that are not one product (say, seed 2 of one setting and an lr check of
-another): ``ray start --head --num-cpus 2 --port 6390``, ``export RAY_AUTH_MODE=token``, then
-each sweep with ``--address 127.0.0.1:6390`` and the same ``--out``; Ray runs at most two trials
-at a time between them, and ``--report-only`` over a grid that covers both reports them together.
+another): ``ray get-auth-token --generate``, ``export RAY_AUTH_MODE=token``, ``ray start --head
+--num-cpus 2 --port 6390``, then each sweep with ``--address 127.0.0.1:6390`` and the same
+``--out``; Ray runs at most two trials at a time between them, and ``--report-only`` over a grid
+that covers both reports them together.
 
 From Python, a sweep is ``run_sweep(SweepConfig(grid=SweepGrid(...)), out)`` (or ``run_sweep(grid,
 out, workers=2, ...)``). The package's modules, by concern: ``grid`` (:class:`TrialSpec`,
