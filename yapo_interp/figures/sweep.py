@@ -159,7 +159,8 @@ def sweep_figures(curves: pd.DataFrame | None, table: pd.DataFrame | None,
                 figure.add_trace(go.Scatter(
                     x=[lambdas[0], lambdas[-1]], y=[base["margin"].mean()] * 2, mode="lines",
                     name="unsteered", legendgroup="baseline",
-                    showlegend=row == 1 and column == 1, hoverinfo="y",
+                    showlegend=not any(trace.name == "unsteered" for trace in figure.data),
+                    hoverinfo="y",
                     line=dict(color=method_color("baseline"), width=1.5, dash="dash")),
                     row=row, col=column)
             figure.update_yaxes(title_text="margin (log-odds)", row=row, col=1)
