@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
@@ -56,6 +57,17 @@ def test_save_figure_writes_offline_html_by_default(tmp_path):
     assert written == [tmp_path / "sub" / "fig.html"]
     assert _script_sources(written[0].read_text(encoding="utf-8")) == [style.PLOTLY_JS]
     assert (tmp_path / "sub" / style.PLOTLY_JS).is_file()
+
+
+def test_images_are_rendered_at_the_size_the_layout_asks_for(tmp_path, monkeypatch):
+    sizes = []
+    monkeypatch.setattr(go.Figure, "write_image", lambda self, path, **options: sizes.append(
+        (options["width"], options["height"])) or Path(path).write_bytes(b"png"))
+    tall = _figure().update_layout(width=1100, height=1420)  # a row per group
+    style.save_figure(tall, tmp_path / "tall", image_formats=("png",))
+    style.save_figure(_figure(), tmp_path / "plain", image_formats=("png",))
+    style.save_figure(tall, tmp_path / "asked", image_formats=("png",), width=800, height=600)
+    assert sizes == [(1100, 1420), (1000, 560), (800, 600)]
 
 
 def test_write_html_rejects_an_unknown_mode(tmp_path):

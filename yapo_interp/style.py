@@ -94,14 +94,18 @@ def write_html(fig: go.Figure, path: str | Path, *, plotlyjs: str = "directory")
 
 
 def save_figure(fig: go.Figure, path: str | Path, *, image_formats: tuple[str, ...] = ("png",),
-                width: int = 1000, height: int = 560, plotlyjs: str = "directory") -> list[Path]:
+                width: int | None = None, height: int | None = None,
+                plotlyjs: str = "directory") -> list[Path]:
     """Write ``fig`` to ``path`` with suffix .html (offline, see ``write_html``), plus each image
-    format kaleido can render.
+    format kaleido can render, at ``width`` × ``height`` (default: the size the figure's layout
+    asks for, else 1000 × 560 — a figure with a row per group is as tall as its rows).
 
     Returns the files written. Without kaleido or a Chrome, says once how to get images.
     """
     global _warned_no_images
     fig.update_layout(template="yapo")
+    width = width or fig.layout.width or 1000
+    height = height or fig.layout.height or 560
     stem = Path(path).with_suffix("")
     written = [write_html(fig, stem.with_suffix(".html"), plotlyjs=plotlyjs)]
     for image_format in image_formats:

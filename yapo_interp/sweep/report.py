@@ -280,8 +280,7 @@ def write_report(out: str | Path, table: pd.DataFrame, curves: pd.DataFrame | No
         figures["figure5_test_scores"] = seed_scores_figure(scores)
     for name, figure in figures.items():
         written = save_figure(figure, out / "figures" / f"{name}.html",
-                              image_formats=image_formats, width=int(figure.layout.width),
-                              height=int(figure.layout.height))
+                              image_formats=image_formats)
         files[name] = written[0]
     files["report"] = write_text(out / "report.md", report_markdown(
         selection, trials, convergence, scores, differences, rca))
