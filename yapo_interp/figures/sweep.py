@@ -186,14 +186,12 @@ def loss_curves_figure(curves: pd.DataFrame, selection: dict[str, Any]) -> go.Fi
     """Figure 2 of the paper, with seeds: training loss (mean per epoch) and validation loss
     against step, each method at its selected lr; a line is the mean over seeds, the band
     their range. One row per (country, training setting)."""
-    chosen = at_selection(curves, selection, by_multiplier=False)
-    groups = sorted(chosen.groupby(["country", "setting"]).groups) if not chosen.empty else []
-    titles = [f"{country} · trained {setting} · {kind}" for country, setting in groups
+    groups = by_group(at_selection(curves, selection, by_multiplier=False))
+    titles = [_titled(title, kind) for title, _, _ in groups
               for kind in ("training loss (epoch mean)", "validation loss")]
     figure = make_subplots(rows=max(1, len(groups)), cols=2, subplot_titles=titles,
                            shared_xaxes=True, vertical_spacing=0.12)
-    for row, (country, setting) in enumerate(groups, start=1):
-        part = chosen[(chosen["country"] == country) & (chosen["setting"] == setting)]
+    for row, (_, _, part) in enumerate(groups, start=1):
         for method, rows in part.groupby("method", sort=True):
             color, label = method_color(method), METHOD_LABELS.get(method, method)
             lr = rows["lr"].iloc[0]
@@ -253,11 +251,11 @@ def lr_sensitivity_figure(trials: pd.DataFrame, selection: dict[str, Any]) -> go
                                                 symbol="star", size=16, color=color,
                                                 line=dict(color="black", width=1))),
                                  row=row, col=column)
-    figure.update_xaxes(type="log", title_text="learning rate (AdamW peak)", row=rows_needed)
+    figure.update_xaxes(type="log")
+    figure.update_xaxes(title_text="learning rate (AdamW peak)", row=rows_needed)
     figure.update_yaxes(title_text="final validation loss", col=1)
     figure.update_layout(title="Validation loss against learning rate (dots: seeds; star: "
                                "selected)", height=340 * rows_needed + 120, width=1000)
-    figure.update_xaxes(type="log")
     return figure
 
 
